@@ -1,0 +1,48 @@
+# `make serve` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+WINE_BNN := checkpoints/wine-bnn.safetensors
+WINE_GAUSSIAN := checkpoints/wine-gaussian.safetensors
+CIFAR_BCNN := checkpoints/cifar-bcnn.safetensors
+
+.PHONY: venv serve test lint format checkpoints train clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@# torch first and pinned exactly: a looser spec pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Committed checkpoints are used as they are; a missing one is trained.
+$(WINE_BNN): | $(STAMP)
+	$(BIN)/python -m training.train_wine --model bnn --output $@
+$(WINE_GAUSSIAN): | $(STAMP)
+	$(BIN)/python -m training.train_wine --model gaussian --output $@
+$(CIFAR_BCNN): | $(STAMP)
+	$(BIN)/python -m training.train_cifar --output $@
+
+checkpoints: $(WINE_BNN) $(WINE_GAUSSIAN) $(CIFAR_BCNN)
+
+serve: checkpoints
+	$(BIN)/uvicorn service.app:app --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,80 @@
+"""Save and load models as safetensors files: tensors plus a JSON header, no pickle.
+
+The header names the model kind and its constructor arguments, so a file is
+enough to rebuild the network; class names, feature standardisation and the
+prior live inside it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.cifar import BayesianCNN
+from models.wine import WineBNN, WineGaussian
+
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    cls.kind: cls  # type: ignore[attr-defined]
+    for cls in (WineBNN, WineGaussian, BayesianCNN)
+}
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, unreadable, or does not describe a known model."""
+
+
+def save_checkpoint(model: nn.Module, path: str | Path) -> str:
+    """Write ``model`` to ``path``; return the file's sha256 (hex)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"kind": model.kind, "config": json.dumps(model.config)}
+    save_file(state, str(path), metadata=metadata)
+    return file_sha256(path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the model stored at ``path``, in eval mode, on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = load_file(str(path), device="cpu")
+        metadata = _read_metadata(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    kind = metadata.get("kind")
+    if kind not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"checkpoint {path} has model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}"
+        )
+    try:
+        config: dict[str, Any] = json.loads(metadata.get("config", "{}"))
+        model = MODEL_CLASSES[kind](**config)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match model {kind!r}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    # safetensors layout: 8-byte little-endian header length, then a JSON header.
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return header.get("__metadata__", {})

@@ -1,0 +1,313 @@
+"""Dynamic batching: many concurrent requests, one model pass.
+
+Requests queue in arrival order. A single worker task looks at the oldest one and waits up to
+``max_wait_ms`` after *its arrival* for company, running early as soon as ``max_batch_size``
+rows are queued. It then takes requests greedily, never reordering, while their rows fit; a
+request larger than ``max_batch_size`` runs alone rather than being split or refused.
+``predict`` runs once per batch on a thread of its own, so the event loop keeps accepting work
+while model calls stay serialised. Overload is shed at the door: a full queue refuses at once
+with a retry hint, and a request that waited ``timeout_s`` fails rather than running late.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+__all__ = [
+    "BatchObserver",
+    "BatcherClosedError",
+    "BatcherError",
+    "BatcherSettings",
+    "DeadlineExceededError",
+    "DynamicBatcher",
+    "NullObserver",
+    "QueueFullError",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Share of the newest batch in the running batch-duration estimate behind ``retry_after``.
+_EWMA_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    """Per-model knobs, after Triton's dynamic batcher (batch size, queue delay, queue size)."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_queue_size: int = 256
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        # ``not x > 0`` rather than ``x <= 0`` so that NaN is rejected too.
+        for name in ("max_batch_size", "max_queue_size", "timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise ValueError(f"max_wait_ms must be finite and >= 0, got {self.max_wait_ms!r}")
+
+
+class BatcherError(Exception):
+    """Base of every error the batcher itself raises, for one ``except`` in the HTTP layer."""
+
+
+class QueueFullError(BatcherError):
+    """Refuses at once instead of queueing, so clients back off rather than pile up."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(BatcherError):
+    """The request waited ``timeout_s`` in the queue; its answer would come too late to use."""
+
+
+class BatcherClosedError(BatcherError):
+    """The batcher is not running, or stopped without draining before this request ran."""
+
+
+class BatchObserver(Protocol):
+    """Metrics hook; called on the event loop, so it must be quick and must not raise."""
+
+    def on_batch(self, *, requests: int, rows: int, seconds: float) -> None: ...
+
+    def on_queue_depth(self, depth: int) -> None: ...
+
+
+class NullObserver:
+    """Observer used when none is given, so the hot path needs no ``if observer`` checks."""
+
+    def on_batch(self, *, requests: int, rows: int, seconds: float) -> None:
+        pass
+
+    def on_queue_depth(self, depth: int) -> None:
+        pass
+
+
+@dataclass(eq=False, slots=True)
+class _Request(Generic[T, R]):
+    # eq=False: ``deque.remove`` must find this request by identity, not by equal fields.
+    item: T
+    rows: int
+    future: asyncio.Future[R]
+    enqueued_at: float
+    timer: asyncio.TimerHandle | None = None
+    queued: bool = True
+
+
+def _fail(request: _Request[T, R], exc: BaseException) -> None:
+    # The caller may have gone (future cancelled) before the request was answered.
+    if not request.future.done():
+        request.future.set_exception(exc)
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Coalesces concurrent ``submit()`` calls for one model into batched ``predict`` calls."""
+
+    def __init__(
+        self,
+        predict: Callable[[Sequence[T]], Sequence[R]],
+        settings: BatcherSettings = BatcherSettings(),
+        *,
+        name: str = "batcher",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self._settings = settings
+        self._name = name
+        self._observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._queue: deque[_Request[T, R]] = deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._batch_seconds: float | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch; the one running now is not counted."""
+        return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        """True from ``start()`` until ``stop()`` begins, i.e. while ``submit()`` is accepted."""
+        return self._worker is not None and not self._worker.done() and not self._closing
+
+    async def start(self) -> None:
+        """Start the worker on the running loop; a batcher serves one start/stop cycle."""
+        if self._worker is not None or self._closing:
+            raise RuntimeError(f"batcher {self._name!r} can only be started once")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._worker = asyncio.get_running_loop().create_task(
+            self._work(), name=f"{self._name}-worker"
+        )
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop accepting; answer (``drain``) or fail what is queued; let the running batch end.
+
+        Waits for the batch in flight, so a ``predict`` that never returns blocks this too.
+        """
+        self._closing = True
+        if not drain and self._queue:
+            while self._queue:
+                request = self._queue.popleft()
+                self._dequeued(request)
+                _fail(request, BatcherClosedError(f"batcher {self._name!r} stopped"))
+            self._observer.on_queue_depth(0)
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, item: T, *, rows: int = 1) -> R:
+        """Queue ``item`` (``rows`` rows of model input) and wait for its own result."""
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows!r}")
+        if self._closing or self._worker is None:
+            raise BatcherClosedError(f"batcher {self._name!r} is not accepting requests")
+        if len(self._queue) >= self._settings.max_queue_size:
+            raise QueueFullError(
+                f"batcher {self._name!r} has {len(self._queue)} requests queued",
+                retry_after=self._retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        request: _Request[T, R] = _Request(item, rows, loop.create_future(), loop.time())
+        # Fire the deadline even while the worker is busy, so callers are never stuck behind it.
+        request.timer = loop.call_at(
+            request.enqueued_at + self._settings.timeout_s, self._expire, request
+        )
+        self._queue.append(request)
+        self._queued_rows += rows
+        self._observer.on_queue_depth(len(self._queue))
+        self._wakeup.set()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._discard(request)  # the client is gone: don't spend a model pass on it
+            raise
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_wait = self._settings.max_wait_ms / 1000
+        while self._queue or not self._closing:
+            if not self._queue:
+                await self._wait_for_work(None)
+                continue
+            remaining = self._queue[0].enqueued_at + max_wait - loop.time()
+            full = self._queued_rows >= self._settings.max_batch_size
+            if remaining > 0 and not full and not self._closing:
+                await self._wait_for_work(remaining)
+                continue
+            batch = self._take_batch(loop.time())
+            if batch:
+                await self._run(batch)
+
+    async def _wait_for_work(self, timeout: float | None) -> None:
+        """Sleep until ``submit``/``stop`` wakes the worker or ``timeout`` passes; no polling."""
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    def _take_batch(self, now: float) -> list[_Request[T, R]]:
+        """Pop the longest arrival-order prefix whose rows fit; the first request always fits."""
+        limit = self._settings.max_batch_size
+        expired_before = now - self._settings.timeout_s
+        batch: list[_Request[T, R]] = []
+        rows = 0
+        while self._queue and (not batch or rows + self._queue[0].rows <= limit):
+            request = self._queue.popleft()
+            self._dequeued(request)
+            if request.future.done():  # cancelled; its submit() has not cleaned up yet
+                continue
+            if request.enqueued_at <= expired_before:  # the timer may lag a busy loop
+                _fail(request, self._deadline_error())
+                continue
+            batch.append(request)
+            rows += request.rows
+        self._observer.on_queue_depth(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[_Request[T, R]]) -> None:
+        loop = asyncio.get_running_loop()
+        items = [request.item for request in batch]
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._call, items)
+        except Exception as exc:
+            logger.exception(
+                "%s: predict failed for a batch of %d requests", self._name, len(batch)
+            )
+            for request in batch:
+                _fail(request, exc)
+        else:
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+        finally:
+            # Requests are still unanswered here only if the worker task itself was cancelled.
+            for request in batch:
+                if not request.future.done():
+                    _fail(request, BatcherClosedError(f"batcher {self._name!r} was cancelled"))
+            seconds = time.perf_counter() - started
+            self._observe_duration(seconds)
+            rows = sum(request.rows for request in batch)
+            self._observer.on_batch(requests=len(batch), rows=rows, seconds=seconds)
+
+    def _call(self, items: list[T]) -> Sequence[R]:
+        """Runs on the worker thread; a short answer would leave callers without a result."""
+        results = self._predict(items)
+        if len(results) != len(items):
+            raise BatcherError(f"predict returned {len(results)} results for {len(items)} items")
+        return results
+
+    def _expire(self, request: _Request[T, R]) -> None:
+        if self._discard(request):
+            _fail(request, self._deadline_error())
+
+    def _discard(self, request: _Request[T, R]) -> bool:
+        """Take ``request`` out of the queue if it is still waiting there."""
+        if not request.queued:
+            return False
+        self._queue.remove(request)
+        self._dequeued(request)
+        self._observer.on_queue_depth(len(self._queue))
+        return True
+
+    def _dequeued(self, request: _Request[T, R]) -> None:
+        request.queued = False
+        self._queued_rows -= request.rows
+        if request.timer is not None:
+            request.timer.cancel()
+
+    def _deadline_error(self) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            f"request waited {self._settings.timeout_s:g} s in batcher {self._name!r} "
+            "without being run"
+        )
+
+    def _observe_duration(self, seconds: float) -> None:
+        if self._batch_seconds is None:
+            self._batch_seconds = seconds
+        else:
+            self._batch_seconds += _EWMA_WEIGHT * (seconds - self._batch_seconds)
+
+    def _retry_after(self) -> float:
+        """Whole seconds for the backlog plus the running batch to clear at recent speed."""
+        per_batch = (self._batch_seconds or 0.0) + self._settings.max_wait_ms / 1000
+        batches = math.ceil(self._queued_rows / self._settings.max_batch_size) + 1
+        return float(max(1, math.ceil(batches * per_batch)))

@@ -1,0 +1,379 @@
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from service.batcher import (
+    BatcherClosedError,
+    BatcherError,
+    BatcherSettings,
+    DeadlineExceededError,
+    DynamicBatcher,
+    QueueFullError,
+)
+
+# Only there so a broken batcher fails the test instead of hanging it; never a speed check.
+HANG_GUARD_S = 5.0
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+
+
+class Recorder:
+    """A predict that remembers the batches it saw; with ``block_first`` its first batch
+    holds the worker until ``release`` is set, so later requests have to queue."""
+
+    def __init__(
+        self,
+        fn: Callable[[Sequence[Any]], Sequence[Any]] = lambda items: [x * 10 for x in items],
+        *,
+        block_first: bool = False,
+    ) -> None:
+        self.fn = fn
+        self.block_first = block_first
+        self.batches: list[list[Any]] = []
+        self.threads: list[threading.Thread] = []
+        self.release = threading.Event()
+        self.started = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def __call__(self, items: Sequence[Any]) -> Sequence[Any]:
+        self.batches.append(list(items))
+        self.threads.append(threading.current_thread())
+        if self.block_first and len(self.batches) == 1:
+            self.loop.call_soon_threadsafe(self.started.set)
+            self.release.wait(HANG_GUARD_S)
+        return self.fn(items)
+
+    @property
+    def seen(self) -> list[Any]:
+        return [x for batch in self.batches for x in batch]
+
+
+async def queued(batcher: DynamicBatcher[Any, Any], *items: Any) -> list[asyncio.Task[Any]]:
+    """Submit ``items`` as tasks and return once they are all in the queue."""
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in items]
+    await asyncio.sleep(0)  # one loop turn: every new task runs up to its first await
+    return tasks
+
+
+def test_results_reach_their_callers_in_order() -> None:
+    async def main() -> None:
+        predict = Recorder()
+        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=8, max_wait_ms=5))
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(50)))
+        await batcher.stop()
+        assert results == [i * 10 for i in range(50)]
+        assert predict.seen == list(range(50))  # batched without reordering
+        assert all(len(batch) <= 8 for batch in predict.batches)
+
+    run(main)
+
+
+def test_concurrent_requests_share_one_batch_and_a_full_batch_does_not_wait() -> None:
+    async def main() -> None:
+        predict = Recorder()
+        # A wait far beyond the hang guard: only filling the batch can start it in time.
+        settings = BatcherSettings(max_batch_size=10, max_wait_ms=60_000)
+        batcher = DynamicBatcher(predict, settings)
+        await batcher.start()
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(10))) == list(
+            range(0, 100, 10)
+        )
+        assert predict.batches == [list(range(10))]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_rows_fill_batches_greedily_and_an_oversized_request_runs_alone() -> None:
+    async def main() -> None:
+        predict = Recorder(lambda items: [name.upper() for name, _ in items])
+        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=4, max_wait_ms=60_000))
+        await batcher.start()
+        requests = [("a", 2), ("b", 2), ("c", 3), ("d", 6), ("e", 1), ("f", 1)]
+        tasks = [asyncio.create_task(batcher.submit(r, rows=r[1])) for r in requests]
+        await asyncio.sleep(0)
+        await batcher.stop()  # drain: the under-full tail runs without waiting for company
+        assert [await t for t in tasks] == ["A", "B", "C", "D", "E", "F"]
+        names = [[name for name, _ in batch] for batch in predict.batches]
+        assert names == [["a", "b"], ["c"], ["d"], ["e", "f"]]
+
+    run(main)
+
+
+def test_lone_request_runs_after_max_wait_without_company() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        called_at: list[float] = []
+
+        def predict(items: Sequence[int]) -> list[int]:
+            called_at.append(time.monotonic())  # the clock loop.time() reads
+            return [x + 1 for x in items]
+
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=20))
+        await batcher.start()
+        submitted_at = loop.time()
+        assert await batcher.submit(41) == 42
+        assert called_at[0] - submitted_at >= 0.020  # it did wait for company first
+        await batcher.stop()
+
+    run(main)
+
+
+def test_zero_wait_runs_what_is_queued_at_once() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=8, max_wait_ms=0))
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(0))
+        await predict.started.wait()
+        later = await queued(batcher, 1, 2, 3)
+        predict.release.set()
+        assert await asyncio.gather(first, *later) == [0, 10, 20, 30]
+        assert predict.batches == [[0], [1, 2, 3]]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_full_queue_refuses_at_once_with_retry_after() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        settings = BatcherSettings(max_batch_size=1, max_wait_ms=0, max_queue_size=2)
+        batcher = DynamicBatcher(predict, settings)
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            waiting = await queued(batcher, 1, 2)
+            assert batcher.queue_depth == 2  # the running batch is not counted
+            with pytest.raises(QueueFullError) as refused:
+                await batcher.submit(3)
+            assert refused.value.retry_after >= 1
+        finally:
+            predict.release.set()
+        assert await asyncio.gather(first, *waiting) == [0, 10, 20]
+        assert 3 not in predict.seen
+        await batcher.stop()
+
+    run(main)
+
+
+def test_request_past_its_deadline_fails_and_is_never_predicted() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=0, timeout_s=0.05))
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            # The worker is still stuck in the first batch: the deadline alone answers this.
+            with pytest.raises(DeadlineExceededError):
+                await batcher.submit(1)
+            assert batcher.queue_depth == 0
+        finally:
+            predict.release.set()
+        assert await first == 0
+        assert await batcher.submit(2) == 20  # a fresh request is fine
+        assert predict.seen == [0, 2]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_cancelled_caller_is_dropped_from_the_queue() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=0))
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            (gone,) = await queued(batcher, 1)
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            assert batcher.queue_depth == 0
+        finally:
+            predict.release.set()
+        assert await first == 0
+        assert await batcher.submit(2) == 20
+        assert predict.seen == [0, 2]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_failing_predict_fails_only_its_batch(caplog: pytest.LogCaptureFixture) -> None:
+    raised: list[Exception] = []
+
+    def predict(items: Sequence[str]) -> list[str]:
+        if "boom" in items:
+            raised.append(RuntimeError("model exploded"))
+            raise raised[-1]
+        return [s.upper() for s in items]
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=2, max_wait_ms=60_000))
+        await batcher.start()
+        outcomes = await asyncio.gather(
+            batcher.submit("boom"),
+            batcher.submit("x"),
+            batcher.submit("ok"),
+            batcher.submit("y"),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is raised[0] and outcomes[1] is raised[0]  # the original object
+        assert outcomes[2:] == ["OK", "Y"]
+        await batcher.stop()
+
+    with caplog.at_level(logging.ERROR, logger="service.batcher"):
+        run(main)
+    assert len(raised) == 1
+    assert len(caplog.records) == 1  # logged once per failed batch, not per request
+
+
+def test_wrong_number_of_results_fails_the_batch() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(lambda items: list(items)[:1], BatcherSettings(max_batch_size=2))
+        await batcher.start()
+        outcomes = await asyncio.gather(
+            batcher.submit(1), batcher.submit(2), return_exceptions=True
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, BatcherError)
+            assert "1 results for 2 items" in str(outcome)
+        await batcher.stop()
+
+    run(main)
+
+
+def test_predict_runs_on_the_batchers_own_thread() -> None:
+    async def main() -> None:
+        predict = Recorder()
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=0), name="wine")
+        await batcher.start()
+        for i in range(3):
+            await batcher.submit(i)
+        await batcher.stop()
+        assert threading.current_thread() not in predict.threads
+        assert len(set(predict.threads)) == 1  # one thread: model calls are serialised
+        assert predict.threads[0].name.startswith("wine")
+
+    run(main)
+
+
+def test_stop_with_drain_answers_everything_queued() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=2, max_wait_ms=0))
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            waiting = await queued(batcher, 1, 2, 3)
+            stopping = asyncio.create_task(batcher.stop(drain=True))
+            await asyncio.sleep(0)
+            assert not batcher.running
+            with pytest.raises(BatcherClosedError):
+                await batcher.submit(4)
+        finally:
+            predict.release.set()
+        await stopping
+        assert [await t for t in (first, *waiting)] == [0, 10, 20, 30]
+        assert predict.batches == [[0], [1, 2], [3]]
+
+    run(main)
+
+
+def test_stop_without_drain_fails_queued_but_finishes_the_running_batch() -> None:
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=0))
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            waiting = await queued(batcher, 1, 2)
+            stopping = asyncio.create_task(batcher.stop(drain=False))
+            for task in waiting:
+                with pytest.raises(BatcherClosedError):
+                    await task
+        finally:
+            predict.release.set()
+        await stopping
+        assert await first == 0
+        assert predict.seen == [0]
+
+    run(main)
+
+
+def test_submit_outside_start_and_stop_is_refused() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder())
+        assert not batcher.running
+        with pytest.raises(BatcherClosedError):
+            await batcher.submit(1)
+        await batcher.start()
+        assert batcher.running
+        with pytest.raises(ValueError, match="rows"):
+            await batcher.submit(1, rows=0)
+        await batcher.stop()
+        assert not batcher.running
+        with pytest.raises(BatcherClosedError):
+            await batcher.submit(1)
+
+    run(main)
+
+
+def test_observer_sees_batches_and_queue_depth() -> None:
+    class Observer:
+        def __init__(self) -> None:
+            self.batches: list[tuple[int, int]] = []
+            self.depths: list[int] = []
+
+        def on_batch(self, *, requests: int, rows: int, seconds: float) -> None:
+            assert seconds >= 0
+            self.batches.append((requests, rows))
+
+        def on_queue_depth(self, depth: int) -> None:
+            self.depths.append(depth)
+
+    async def main() -> None:
+        observer = Observer()
+        settings = BatcherSettings(max_batch_size=5, max_wait_ms=60_000)
+        batcher = DynamicBatcher(Recorder(), settings, observer=observer)
+        await batcher.start()
+        await asyncio.gather(batcher.submit(1, rows=2), batcher.submit(2, rows=3))
+        await batcher.stop()
+        assert observer.batches == [(2, 5)]
+        assert observer.depths == [1, 2, 0]
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_batch_size": 0},
+        {"max_queue_size": -1},
+        {"timeout_s": 0},
+        {"timeout_s": float("nan")},
+        {"max_wait_ms": -1},
+        {"max_wait_ms": float("inf")},
+    ],
+)
+def test_settings_reject_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        BatcherSettings(**bad)
+
+
+def test_settings_allow_zero_wait() -> None:
+    assert BatcherSettings(max_wait_ms=0).max_wait_ms == 0

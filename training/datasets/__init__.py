@@ -1,0 +1,1 @@
+"""Loaders for the training data: Wine Quality (white) and CIFAR-10."""

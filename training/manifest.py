@@ -1,0 +1,59 @@
+"""The JSON manifest beside each checkpoint: what it is, how it was made, how it scores."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import file_sha256
+
+
+def manifest_path(checkpoint: str | Path) -> Path:
+    """``checkpoints/wine-bnn.safetensors`` → ``checkpoints/wine-bnn.json``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def training_command(module: str, argv: list[str] | None) -> str:
+    """The command that ran ``module``'s ``main(argv)``, as one could paste it into a shell."""
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", "-m", module, *args])
+
+
+def write_manifest(
+    checkpoint: str | Path,
+    *,
+    kind: str,
+    command: str,
+    data: dict[str, Any],
+    metrics: dict[str, float],
+    training: dict[str, Any],
+) -> Path:
+    """Write the manifest for ``checkpoint``, hashing the file as it is now."""
+    checkpoint = Path(checkpoint)
+    manifest = {
+        "model": kind,
+        "file": checkpoint.name,
+        "sha256": file_sha256(checkpoint),
+        "size_bytes": checkpoint.stat().st_size,
+        "command": command,
+        "data": data,
+        "test_metrics": metrics,
+        "training": training,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path = manifest_path(checkpoint)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def read_manifest(checkpoint: str | Path) -> dict[str, Any]:
+    return json.loads(manifest_path(checkpoint).read_text())
