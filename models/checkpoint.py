@@ -72,6 +72,40 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_path(checkpoint: str | Path) -> Path:
+    """The manifest beside a checkpoint: ``wine-bnn.safetensors`` → ``wine-bnn.json``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def read_manifest(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint's manifest (sha256, command, data, test metrics)."""
+    path = manifest_path(checkpoint)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no manifest {path} beside checkpoint {checkpoint}") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"manifest {path} is not a JSON object")
+    return manifest
+
+
+def verify_checkpoint(checkpoint: str | Path) -> str:
+    """The checkpoint's sha256, checked against its manifest: catches a swapped or torn file."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    expected = read_manifest(checkpoint).get("sha256")
+    actual = file_sha256(checkpoint)
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} has sha256 {actual[:12]}…, but its manifest "
+            f"{manifest_path(checkpoint)} records {str(expected)[:12]}…"
+        )
+    return actual
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     # safetensors layout: 8-byte little-endian header length, then a JSON header.
     with open(path, "rb") as f:

@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    manifest_path,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from models.cifar import BayesianCNN
 from models.predictive import fixed_posterior
 from models.wine import WineBNN, WineGaussian
@@ -85,3 +92,15 @@ def test_unknown_kind_and_mismatched_weights(tmp_path: Path) -> None:
     save_file(state, str(path), metadata={"kind": "wine-gaussian", "config": '{"hidden": [4]}'})
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(path)
+
+
+def test_verify_against_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    digest = save_checkpoint(WineGaussian(hidden=[2]), path)
+    with pytest.raises(CheckpointError, match=r"no manifest .*m\.json"):
+        verify_checkpoint(path)
+    manifest_path(path).write_text(json.dumps({"sha256": digest}))
+    assert verify_checkpoint(path) == digest
+    save_checkpoint(WineGaussian(hidden=[3]), path)  # swapped weights, stale manifest
+    with pytest.raises(CheckpointError, match="records"):
+        verify_checkpoint(path)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import file_sha256, load_checkpoint
+from models.checkpoint import file_sha256, load_checkpoint, read_manifest
 from training import train_cifar, train_wine
 from training.datasets.cifar import load_cifar10
 from training.datasets.wine import load_wine
 from training.evaluate import evaluate_cifar, evaluate_wine
-from training.manifest import read_manifest
 
 
 @pytest.mark.parametrize("model", ["bnn", "gaussian"])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, read_manifest
 from models.cifar import BayesianCNN
 from models.device import resolve_device
 from models.images import to_model_input
@@ -23,7 +23,6 @@ from models.predictive import (
 )
 from training.datasets.cifar import load_cifar10
 from training.datasets.wine import load_wine
-from training.manifest import read_manifest
 from uncertainty.classification import summarize_classification
 from uncertainty.metrics import (
     accuracy,

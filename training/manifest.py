@@ -12,12 +12,7 @@ from typing import Any
 
 import torch
 
-from models.checkpoint import file_sha256
-
-
-def manifest_path(checkpoint: str | Path) -> Path:
-    """``checkpoints/wine-bnn.safetensors`` → ``checkpoints/wine-bnn.json``."""
-    return Path(checkpoint).with_suffix(".json")
+from models.checkpoint import file_sha256, manifest_path
 
 
 def training_command(module: str, argv: list[str] | None) -> str:
@@ -53,7 +48,3 @@ def write_manifest(
     path = manifest_path(checkpoint)
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
-
-
-def read_manifest(checkpoint: str | Path) -> dict[str, Any]:
-    return json.loads(manifest_path(checkpoint).read_text())

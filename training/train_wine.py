@@ -34,7 +34,7 @@ DEFAULT_OUTPUT = {
     "gaussian": Path("checkpoints/wine-gaussian.safetensors"),
 }
 # Chosen on the validation NLL (see README): depth helps the BNN, not the Gaussian head.
-DEFAULT_HIDDEN = {"bnn": [100, 100], "gaussian": [50]}
+DEFAULT_HIDDEN = {"bnn": [64, 64, 64], "gaussian": [50]}
 # Posterior samples for the early-stopping score and for the test metrics.
 VALIDATION_SAMPLES = 20
 TEST_SAMPLES = 100

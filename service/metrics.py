@@ -1,0 +1,86 @@
+"""Prometheus metrics, kept in a registry of the app's own (several apps can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "BatchMetrics", "ServiceMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ServiceMetrics:
+    """Requests by route and status, latency, batch sizes, queue depth, inference time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bayes_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bayes_http_request_duration_seconds",
+            "Time from request to response.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "bayes_batch_rows",
+            "Rows (instances) per model pass.",
+            ["model"],
+            buckets=_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "bayes_batch_requests",
+            "Requests per model pass.",
+            ["model"],
+            buckets=_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "bayes_queue_depth",
+            "Requests waiting for a model pass.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "bayes_inference_seconds",
+            "Time of one model pass over S posterior draws.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def for_model(self, model: str) -> BatchMetrics:
+        return BatchMetrics(self, model)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class BatchMetrics:
+    """The batcher's observer for one model."""
+
+    def __init__(self, metrics: ServiceMetrics, model: str) -> None:
+        self._rows = metrics.batch_rows.labels(model)
+        self._requests = metrics.batch_requests.labels(model)
+        self._inference = metrics.inference.labels(model)
+        self._depth = metrics.queue_depth.labels(model)
+
+    def on_batch(self, *, requests: int, rows: int, seconds: float) -> None:
+        self._rows.observe(rows)
+        self._requests.observe(requests)
+        self._inference.observe(seconds)
+
+    def on_queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
