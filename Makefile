@@ -33,7 +33,7 @@ $(CIFAR_BCNN): | $(STAMP)
 checkpoints: $(WINE_BNN) $(WINE_GAUSSIAN) $(CIFAR_BCNN)
 
 serve: checkpoints
-	$(BIN)/uvicorn service.app:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --no-access-log
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,16 +44,22 @@ def error_entry(
     return entry
 
 
-def _json_safe(value: Any) -> Any:
+# Echoed input deeper than this is elided: deep nesting would hit Python's recursion limit.
+_MAX_ECHO_DEPTH: Final = 16
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
     """Echoed input must serialise: Starlette refuses NaN and ±Infinity (a 500), so spell them."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
     if value is None or isinstance(value, str | int | float):
         return value
+    if depth >= _MAX_ECHO_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item, depth + 1) for item in value]
     return repr(value)
 
 

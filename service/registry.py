@@ -121,9 +121,15 @@ class ModelRegistry:
 
     async def warm_up(self) -> None:
         """Draw posteriors, run one pass each, start the batchers."""
-        for served in self.models.values():
-            predictor = await asyncio.to_thread(_build_predictor, served)
-            await asyncio.to_thread(predictor, [_warm_up_job(served)])
+        for key, served in list(self.models.items()):
+            try:
+                predictor = await asyncio.to_thread(_build_predictor, served)
+                await asyncio.to_thread(predictor, [_warm_up_job(served)])
+            except Exception as exc:  # e.g. out of device memory: fail this model only
+                logger.exception("%s failed to warm up", key)
+                self.failures[key] = f"warm-up failed: {exc}"
+                del self.models[key]
+                continue
             batcher_settings = BatcherSettings(
                 max_batch_size=served.settings.max_batch_size,
                 max_wait_ms=served.settings.max_wait_ms,

@@ -83,10 +83,16 @@ def _finite_number(value: Any) -> float:
     try:
         number = float(value)
     except OverflowError:  # an integer beyond float range
-        number = math.inf
-    if not math.isfinite(number):
         raise PydanticCustomError(
-            "finite_number", "Input should be a finite number, not {got}", {"got": str(value)}
+            "finite_number", "Input should be a finite number, not an integer beyond float range"
+        ) from None
+    if math.isnan(number):
+        raise PydanticCustomError("finite_number", "Input should be a finite number, not NaN")
+    if math.isinf(number):
+        raise PydanticCustomError(
+            "finite_number",
+            "Input should be a finite number, not {got}",
+            {"got": "Infinity" if number > 0 else "-Infinity"},
         )
     if abs(number) > _FLOAT32_MAX:
         raise PydanticCustomError(
@@ -126,7 +132,7 @@ WineFeatures: type[BaseModel] = create_model(
     ),
     __doc__="One wine by its eleven physico-chemical features; each must be present, no others.",
     **{
-        name: (FiniteNumber, Field(description=f"UCI column {column}: {name}."))
+        name: (FiniteNumber, Field(title=name, description=f"UCI column {column}: {name}."))
         for column, name in enumerate(WINE_FEATURES, start=1)
     },
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ from pydantic_settings import (
 from models.images import MAX_PIXELS
 
 CONFIG_FILE_ENV = "CONFIG_FILE"
+# The served models, by settings name.
+MODEL_KEYS: tuple[str, ...] = ("wine_bnn", "wine_gaussian", "cifar_bcnn")
 MiB = 1024 * 1024
 
 
@@ -81,6 +83,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * MiB, ge=1, description="largest request body; beyond it, 413")
     max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="largest image, width × height")
     log_level: str = Field("info", description="level of the service's own log lines")
+    models: tuple[str, ...] = Field(MODEL_KEYS, description="which models to serve")
     wine_bnn: WineBNNSettings = WineBNNSettings()
     wine_gaussian: WineGaussianSettings = WineGaussianSettings()
     cifar_bcnn: CifarSettings = CifarSettings()
@@ -101,6 +104,14 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"{CONFIG_FILE_ENV}={config_file}: no such file")
             sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
         return sources
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(MODEL_KEYS))
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; choose from {list(MODEL_KEYS)}")
+        return value
 
     def checkpoint_path(self, model: ModelSettings) -> Path:
         return self.checkpoint_dir / model.checkpoint

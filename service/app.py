@@ -1,0 +1,74 @@
+"""The FastAPI application: ``uvicorn --factory service.app:create_app``.
+
+A request's path is plain to see: the route decodes the body, the model's
+:class:`~service.batcher.DynamicBatcher` batches it with concurrent requests,
+the :class:`~service.predictors.Predictor` runs one vectorised pass over S
+posterior draws and summarises, the batcher hands each request its part, and
+the route encodes the JSON answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from service.access_log import AccessLogMiddleware
+from service.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+from service.routes import cifar, operations, wine
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    _configure_logging(settings.log_level)
+    metrics = ServiceMetrics()
+    registry = ModelRegistry(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Verify and load before accepting traffic: a bad checkpoint stops start-up here.
+        registry.open(settings.models)
+        warm_up = asyncio.create_task(registry.warm_up(), name="warm-up")
+        yield
+        if not warm_up.done():
+            warm_up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm_up
+        await registry.close()
+
+    app = FastAPI(
+        title="Bayesian uncertainty service",
+        summary="Predictions with posterior uncertainty: mean, interval and its epistemic and "
+        "aleatoric parts.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(wine.router)
+    app.include_router(cifar.router)
+    app.include_router(operations.router)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    """Our loggers print beside uvicorn's, unless the host application configured them."""
+    root = logging.getLogger("service")
+    root.setLevel(level.upper())
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
