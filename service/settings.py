@@ -61,7 +61,8 @@ class WineBNNSettings(ModelSettings):
 
 class WineGaussianSettings(ModelSettings):
     checkpoint: Path = Path("wine-gaussian.safetensors")
-    default_samples: int = 1
+    # One deterministic network: any S gives the same answer, and responses say samples=1.
+    default_samples: int = 100
     max_samples: int = 1000
     max_instances: int = 1024
     max_batch_size: int = 4096

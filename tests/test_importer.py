@@ -9,9 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import CheckpointError
+from models.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    read_manifest,
+    verify_checkpoint,
+)
 from models.importer import load_bayesiancnn_file
 from models.layers import posterior_mean
+from training import import_bayesiancnn
 
 # (name, weight shape) of BBB3Conv3FC for CIFAR-10, as PyTorch-BayesianCNN builds it.
 SHAPES = {
@@ -91,3 +98,22 @@ def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     torch.save({"conv1.W_mu": _Exploit()}, path)
     with pytest.raises(CheckpointError, match="tensors-only"):
         load_bayesiancnn_file(path)
+
+
+def test_import_command_writes_a_servable_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "theirs.pt"
+    torch.save(_their_state_dict(), source)
+    output = tmp_path / "imported.safetensors"
+    argv = [str(source), "--output", str(output), "--samples", "2", "--test-per-class", "1"]
+    metrics = import_bayesiancnn.main([*argv, "--data-dir", str(data_dir), "--no-progress"])
+    assert verify_checkpoint(output) == file_sha256(output)
+    manifest = read_manifest(output)
+    assert manifest["test_metrics"] == metrics and manifest["model"] == "cifar-bcnn"
+    assert manifest["data"]["imported_from"]["sha256"] == file_sha256(source)
+    model = load_checkpoint(output)
+    state = _their_state_dict()
+    images = torch.rand(2, 3, 32, 32)
+    expected = _hand_written_forward(state, images)
+    torch.testing.assert_close(
+        model(images, posterior_mean(model))[0], expected, rtol=1e-4, atol=1e-5
+    )
