@@ -10,14 +10,14 @@ WINE_BNN := checkpoints/wine-bnn.safetensors
 WINE_GAUSSIAN := checkpoints/wine-gaussian.safetensors
 CIFAR_BCNN := checkpoints/cifar-bcnn.safetensors
 
-.PHONY: venv serve test lint format checkpoints train clean-venv
+.PHONY: venv serve test lint format checkpoints train report clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@# torch first and pinned exactly: a looser spec pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,report]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -40,9 +40,27 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# Calibration and shift report of the committed checkpoints, written to reports/.
+report: $(STAMP)
+	$(BIN)/python -m training.report
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The image, as docker-compose.yml builds it: `make docker-build VARIANT=cpu` for the CPU one.
+# Needs Docker with BuildKit; `make test` checks the Dockerfile and compose files without it.
+VARIANT ?= gpu
+.PHONY: docker-build
+docker-build:
+	docker build --build-arg VARIANT=$(VARIANT) -t bayes-serve:$(VARIANT) .
+
+# Benchmarks, printed as one table and written to bench/RESULTS.md (a few minutes; run it on
+# an otherwise idle machine). Installs wrk from Debian's packages if missing: that needs root.
+.PHONY: bench
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench.run

@@ -289,19 +289,24 @@ def sample_posterior(model: nn.Module, num_samples: int, seed: int | None = None
     if seed is None:
         return Posterior({layer: layer.sample(num_samples) for layer in layers})
     device = layers[0].weight_mu.device
-    per_draw: list[list[WeightDraws]] = []
+    # Noise first, into one preallocated tensor per parameter: no per-draw copies to join.
+    noise = {
+        layer: WeightDraws(
+            layer.weight_mu.new_empty((num_samples, *layer.weight_mu.shape)),
+            layer.bias_mu.new_empty((num_samples, *layer.bias_mu.shape)),
+        )
+        for layer in layers
+    }
     for s in range(num_samples):
         generator = torch.Generator(device=device).manual_seed(seed * _SEED_STRIDE + s)
-        per_draw.append([layer.sample(1, generator) for layer in layers])
-    return Posterior(
-        {
-            layer: WeightDraws(
-                torch.cat([draws[i].weight for draws in per_draw]),
-                torch.cat([draws[i].bias for draws in per_draw]),
-            )
-            for i, layer in enumerate(layers)
-        }
-    )
+        for layer in layers:
+            torch.randn(layer.weight_mu.shape, generator=generator, out=noise[layer].weight[s])
+            torch.randn(layer.bias_mu.shape, generator=generator, out=noise[layer].bias[s])
+    with torch.no_grad():
+        for layer, eps in noise.items():
+            eps.weight.mul_(layer.weight_sigma).add_(layer.weight_mu)
+            eps.bias.mul_(layer.bias_sigma).add_(layer.bias_mu)
+    return Posterior(noise)
 
 
 def posterior_mean(model: nn.Module) -> Posterior:

@@ -6,9 +6,11 @@ stream copy to the hot path.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,18 +18,35 @@ from service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
 logger = logging.getLogger("service.access")
+# Request ids: a random prefix per process and a counter, unique without a uuid per request.
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, route_paths: Callable[[], set[str]]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.route_paths = route_paths
+
+    def _route_label(self, scope: Scope) -> str:
+        """The route template, not the raw path, so label values stay few.
+
+        A request answered before routing (a 413 from the body limit) has no route in its
+        scope; its path still names a route when it is one of the app's.
+        """
+        route = scope.get("route")
+        if route is not None:
+            return getattr(route, "path", "unmatched")
+        return scope["path"] if scope["path"] in self.route_paths() else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, REQUEST_ID_HEADER) or uuid.uuid4().hex[:16]
+        request_id = _header(scope, REQUEST_ID_HEADER) or f"{_ID_PREFIX}-{next(_ids):x}"
         status = 500  # what the client gets if the app dies before answering
         start = time.perf_counter()
 
@@ -43,10 +62,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
-            route = scope.get("route")
-            # The route template, not the raw path: bounded label values.
-            template = getattr(route, "path", "unmatched")
-            self.metrics.observe_request(scope["method"], template, status, seconds)
+            self.metrics.observe_request(scope["method"], self._route_label(scope), status, seconds)
             logger.info(
                 "%s %s %s %d %.1fms",
                 request_id,

@@ -59,7 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cifar.router)
     app.include_router(operations.router)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.add_middleware(
+        AccessLogMiddleware,
+        metrics=metrics,
+        route_paths=lambda: {getattr(route, "path", "") for route in app.routes},
+    )
     return app
 
 

@@ -90,7 +90,13 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(m.ready for m in self.models.values())
+        """Every configured model serves; an ``optional`` one that failed does not count."""
+        required_failed = any(not getattr(self.settings, key).optional for key in self.failures)
+        return (
+            bool(self.models)
+            and not required_failed
+            and all(served.ready for served in self.models.values())
+        )
 
     def open(self, keys: tuple[str, ...]) -> None:
         """Verify and load each model's weights onto the device."""

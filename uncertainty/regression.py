@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from uncertainty.mixture import mixture_quantile
+from uncertainty.mixture import mixture_quantiles
 
 __all__ = ["RegressionSummary", "summarize_regression"]
 
@@ -41,11 +41,12 @@ def summarize_regression(mu: Tensor, sigma: Tensor, level: float) -> RegressionS
         )
     epistemic_var = mu.var(dim=0, correction=0)  # divide by S: the samples ARE the mixture
     aleatoric_var = sigma.square().mean(dim=0)
+    lower, upper = mixture_quantiles(mu, sigma, ((1.0 - level) / 2.0, (1.0 + level) / 2.0))
     return RegressionSummary(
         mean=mu.mean(dim=0),
         epistemic_std=epistemic_var.sqrt(),
         aleatoric_std=aleatoric_var.sqrt(),
         std=(epistemic_var + aleatoric_var).sqrt(),
-        lower=mixture_quantile(mu, sigma, (1.0 - level) / 2.0),
-        upper=mixture_quantile(mu, sigma, (1.0 + level) / 2.0),
+        lower=lower,
+        upper=upper,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from service.errors import InputError, error_entry
 from service.inputs import check_content_type, parse_json, wine_rows
 from service.predictors import Job, RegressionResult
 from service.registry import ServedModel
@@ -51,10 +53,29 @@ async def predict_wine(
     served = registry_of(request).get(_MODEL_KEYS[model])
     requested = resolve_samples(served, samples)
     check_content_type(request.headers.get("content-type"), ("application/json",))
-    rows = wine_rows(parse_json(await request.body()), max_instances=served.settings.max_instances)
+    payload = parse_json(await request.body())
+    rows = wine_rows(payload, max_instances=served.settings.max_instances)
     job = Job(rows, requested, level)
     result: RegressionResult = await run_batched(served, job)
+    _check_finite(result, batched=isinstance(payload, dict) and "instances" in payload)
     return JSONResponse(encode(served, result, job))
+
+
+def _check_finite(result: RegressionResult, *, batched: bool) -> None:
+    """Inputs far outside the training data can overflow the network: say so, per instance."""
+    columns = [result.mean, result.std, result.lower, result.upper, result.aleatoric_std]
+    overflowed = np.flatnonzero(~np.isfinite(np.stack(columns)).all(axis=0))
+    if overflowed.size:
+        raise InputError.from_entries(
+            [
+                error_entry(
+                    loc=("body", "instances", int(i)) if batched else ("body",),
+                    msg="The model's prediction overflows for this input: its values lie far "
+                    "outside the range of the training data",
+                )
+                for i in overflowed
+            ]
+        )
 
 
 def encode(served: ServedModel[Any], result: RegressionResult, job: Job) -> dict[str, Any]:

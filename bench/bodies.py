@@ -1,0 +1,63 @@
+"""The request bodies the load generators send, written to files they can read.
+
+Wine: one instance, the README's example (a single-row request is the common case and the
+one batching exists for). CIFAR: a multipart upload of real test-split JPEGs, the files the
+in-process reference decodes too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.cifar import CIFAR10_CLASSES
+from models.wine import WINE_FEATURES
+from training.datasets.location import resolve_data_dir
+
+BOUNDARY = "bench-boundary-7d1f0c2a9e"
+
+
+@dataclass(frozen=True)
+class Body:
+    path: Path
+    content_type: str
+    instances: int  # rows or images per request
+
+
+def wine_body(folder: Path) -> Body:
+    # Imported here: the model level uses cifar_files on GPU machines without pydantic.
+    from service.schemas import WINE_EXAMPLE
+
+    path = folder / "wine.json"
+    path.write_text(json.dumps(dict(zip(WINE_FEATURES, WINE_EXAMPLE, strict=True))))
+    return Body(path, "application/json", 1)
+
+
+def cifar_files(count: int, data_dir: Path | None = None) -> list[Path]:
+    """``count`` test-split JPEGs, round-robin over the classes (0000.jpg of each first).
+
+    The HTTP benchmark uploads the first few; the in-process reference decodes the same list.
+    """
+    root = resolve_data_dir(data_dir) / "cifar10" / "test"
+    per_class = [sorted((root / name).glob("*.jpg")) for name in CIFAR10_CLASSES]
+    files = [per_class[i % len(per_class)][i // len(per_class)] for i in range(count)]
+    if not files:
+        raise FileNotFoundError(f"no CIFAR-10 test JPEGs under {root}")
+    return files
+
+
+def cifar_body(folder: Path, files: list[Path]) -> Body:
+    """multipart/form-data with one ``files`` part per image."""
+    parts = []
+    for file in files:
+        name = f"{file.parent.name}-{file.name}"
+        head = (
+            f"--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        )
+        parts.append(head.encode() + file.read_bytes() + b"\r\n")
+    path = folder / "cifar.multipart"
+    path.write_bytes(b"".join(parts) + f"--{BOUNDARY}--\r\n".encode())
+    return Body(path, f"multipart/form-data; boundary={BOUNDARY}", len(files))

@@ -1,0 +1,252 @@
+"""HTTP level: the service against a bare FastAPI endpoint under the same wrk load.
+
+Three servers, one after another, each one uvicorn worker on the same core:
+
+* ``service``: the real service with all three models (batching on, the defaults);
+* ``bare``: ``bench.bare_app``, which parses the body as the service does and answers a
+  canned body, the ceiling of HTTP + JSON here;
+* ``unbatched``: the service with ``WINE_BNN__MAX_BATCH_SIZE=1``, batching off.
+
+Each gets ``/predict/wine?model=bnn&samples=S`` closed loop at each concurrency and at one
+fixed arrival rate (half the batched service's closed-loop throughput at concurrency 32,
+unless ``--rate``). The batched service also gets ``/predict/cifar`` with JPEG uploads, and
+its memory is read when ready and after all that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import tempfile
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import bodies, load, machine, memory, server
+from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
+from service.settings import Settings
+
+WINE_PATH = "/predict/wine?model=bnn&samples={samples}"
+CIFAR_PATH = "/predict/cifar?samples={samples}"
+
+
+@dataclass(frozen=True)
+class Point:
+    server: str  # service, bare or unbatched
+    route: str  # wine or cifar
+    result: load.LoadResult
+    cpu_ms_per_request: float  # the server's CPU time (all threads) per completed request
+    loop_ms_per_request: float  # the part on the main thread: HTTP, routing, JSON, batcher
+    command: str  # the wrk command line, with the variables its script reads
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wine point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--samples", type=int, default=100, help="wine posterior samples S")
+    parser.add_argument("--rate", type=float, help="fixed arrival rate (default: see above)")
+    parser.add_argument("--rate-connections", type=int, default=128, help="pool for --rate")
+    parser.add_argument("--cifar-samples", type=int, default=32)
+    parser.add_argument("--cifar-images", type=int, default=8, help="JPEGs per request")
+    parser.add_argument("--cifar-connections", type=int, default=16)
+    parser.add_argument("--cifar-duration", type=float, default=15.0, help="seconds")
+    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser.parse_args(argv)
+
+
+class Driver:
+    """Runs wrk against one server from the load generator's core; keeps every point."""
+
+    def __init__(self, place: machine.Placement, points: list[Point]) -> None:
+        self.place = place
+        self.points = points
+
+    def run(
+        self,
+        target: server.Server,
+        name: str,
+        route: str,
+        path: str,
+        body: bodies.Body,
+        *,
+        connections: int,
+        duration_s: float,
+        rate: float | None = None,
+        steady: bool = False,
+    ) -> load.LoadResult:
+        url = target.url + path
+        cpu_before = server.cpu_seconds(target.pid)
+        result = load.run_wrk(
+            url,
+            body.path,
+            body.content_type,
+            connections=connections,
+            duration_s=duration_s,
+            rate=rate,
+            steady=steady,
+            prefix=self.place.load,
+        )
+        cpu_after = server.cpu_seconds(target.pid)
+        cpu_ms, loop_ms = (
+            (after - before) * 1e3 / max(result.requests, 1)
+            for after, before in zip(cpu_after, cpu_before, strict=True)
+        )
+        env = load.wrk_env(body.path, body.content_type, rate, steady)
+        wrk = load.wrk_command(url, connections, duration_s)
+        command = shell_line(env, [*self.place.load, *wrk])
+        self.points.append(Point(name, route, result, cpu_ms, loop_ms, command))
+        shown = f"{rate:g}/s" if rate is not None else f"c={connections}"
+        print(
+            f"  {name:<9} {route:<5} {shown:>8}: {result.throughput:9,.1f} req/s, "
+            f"p50 {result.p50_ms:7.2f} ms, p99 {result.p99_ms:8.2f} ms, "
+            f"CPU {cpu_ms:6.2f} ms/req ({loop_ms:.2f} on the loop)"
+            + (f", {result.errors} errors" if result.errors else "")
+            + (f", {result.late} late" if result.late else "")
+            + (
+                f", {result.steady_throughput:,.2f} req/s steady"
+                if result.steady_throughput is not None
+                else ""
+            ),
+            flush=True,
+        )
+        return result
+
+    def wine_points(
+        self,
+        target: server.Server,
+        name: str,
+        path: str,
+        body: bodies.Body,
+        args: argparse.Namespace,
+        rate: float | None,
+    ) -> None:
+        # Not recorded: fills the allocator and the connection pools before timing.
+        load.run_wrk(
+            target.url + path,
+            body.path,
+            body.content_type,
+            connections=32,
+            duration_s=1.0,
+            prefix=self.place.load,
+        )
+        for c in args.concurrency:
+            self.run(target, name, "wine", path, body, connections=c, duration_s=args.duration)
+        if rate is not None:
+            self.run(
+                target,
+                name,
+                "wine",
+                path,
+                body,
+                connections=args.rate_connections,
+                duration_s=args.duration,
+                rate=rate,
+            )
+
+
+def post_once(url: str, body: bodies.Body) -> None:
+    request = urllib.request.Request(
+        url, data=body.path.read_bytes(), headers={"Content-Type": body.content_type}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    args = parse_args(argv)
+    place = machine.placement()
+    print(place.note)
+    points: list[Point] = []
+    driver = Driver(place, points)
+    servers: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp, checkpoint_dir(args.checkpoint_dir) as ckpt:
+        wine = bodies.wine_body(Path(tmp))
+        cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(args.cifar_images))
+        env = memory.service_env(ckpt.path)
+        run = {"prefix": place.server, "threads": place.server_threads}
+        wine_path = WINE_PATH.format(samples=args.samples)
+        cifar_path = CIFAR_PATH.format(samples=args.cifar_samples)
+
+        with server.running(server.SERVICE_APP, env=env, **run) as svc:
+            ready = memory.read(svc.pid)
+            rate = args.rate
+            driver.wine_points(svc, "service", wine_path, wine, args, None)
+            if rate is None:
+                at_32 = [p.result for p in points if p.result.connections == 32]
+                base = at_32[0].throughput if at_32 else points[-1].result.throughput
+                rate = float(max(1, round(base / 2)))
+            driver.run(
+                svc,
+                "service",
+                "wine",
+                wine_path,
+                wine,
+                connections=args.rate_connections,
+                duration_s=args.duration,
+                rate=rate,
+            )
+            post_once(svc.url + cifar_path, cifar)
+            driver.run(
+                svc,
+                "service",
+                "cifar",
+                cifar_path,
+                cifar,
+                connections=args.cifar_connections,
+                duration_s=args.cifar_duration,
+                steady=True,
+            )
+            after = memory.read(svc.pid)
+            servers["service"] = _describe(svc)
+
+        with server.running(server.BARE_APP, **run) as bare:
+            driver.wine_points(bare, "bare", wine_path, wine, args, rate)
+            servers["bare"] = _describe(bare)
+
+        unbatched_env = {**env, "WINE_BNN__MAX_BATCH_SIZE": "1"}
+        with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:
+            driver.wine_points(off, "unbatched", wine_path, wine, args, rate)
+            servers["unbatched"] = _describe(off)
+
+    report: dict[str, object] = {
+        "placement": place.note,
+        "samples": args.samples,
+        "cifar_samples": args.cifar_samples,
+        "cifar_images_per_request": args.cifar_images,
+        "rate": rate,
+        "wine_max_wait_ms": Settings().wine_bnn.max_wait_ms,
+        "points": [
+            {
+                "server": p.server,
+                "route": p.route,
+                "cpu_ms_per_request": p.cpu_ms_per_request,
+                "loop_ms_per_request": p.loop_ms_per_request,
+                "command": p.command,
+                **p.result.as_dict(),
+            }
+            for p in points
+        ],
+        "memory": {"ready": asdict(ready), "after_load": asdict(after)},
+        "servers": servers,
+        "note": ckpt.note,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def shell_line(env: dict[str, str], command: list[str]) -> str:
+    """The command as one could paste it into a shell, its variables in front."""
+    assignments = [f"{key}={shlex.quote(value)}" for key, value in env.items()]
+    return " ".join([*assignments, shlex.join(command)])
+
+
+def _describe(srv: server.Server) -> dict[str, object]:
+    return {"command": shell_line(srv.env, srv.command)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""What the numbers were measured on, and which cores the server and the load generator get.
+
+Absolute numbers mean little without the machine beside them, so every report carries this.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGES = ("torch", "fastapi", "starlette", "uvicorn", "pydantic", "numpy")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Server on one core, load generator on another, so they don't steal each other's time."""
+
+    server: list[str]  # command prefix, e.g. ["taskset", "-c", "0"]
+    load: list[str]
+    server_threads: int  # torch threads in the server: its share of cores
+    note: str
+
+
+def placement() -> Placement:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2 and shutil.which("taskset"):
+        server, load = str(cores[0]), str(cores[1])
+        return Placement(
+            ["taskset", "-c", server],
+            ["taskset", "-c", load],
+            1,
+            f"server pinned to core {server}, load generator to core {load} (taskset)",
+        )
+    return Placement([], [], len(cores), f"{len(cores)} core(s): server and load share them")
+
+
+def cpu_model() -> str:
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def load_average() -> str:
+    return " ".join(_read("/proc/loadavg").split()[:3]) or "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def describe() -> dict[str, str]:
+    """One flat record for RESULTS.md."""
+    return {
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "ram": f"{ram_gib():.1f} GiB",
+        "kernel": platform.release(),
+        "load average at start": load_average(),
+        **versions(),
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

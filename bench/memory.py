@@ -1,0 +1,97 @@
+"""Memory of the service: peak and current resident set, read from ``/proc/<pid>/status``.
+
+``VmHWM`` is the kernel's high-water mark of the resident set, so a peak during start-up
+(drawing the posteriors) or under load is caught without sampling. ``bench.http_level`` reads
+it when the service is ready and again after all its load; run alone, this script does the
+same with a short load of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import bodies, load, machine, server
+from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
+
+GiB = 1024**3
+TARGET_BYTES = 1 * GiB
+ALL_MODELS = '["wine_bnn","wine_gaussian","cifar_bcnn"]'
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_bytes: int  # VmHWM
+    current_bytes: int  # VmRSS
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
+
+    @property
+    def current_mib(self) -> float:
+        return self.current_bytes / 2**20
+
+
+def read(pid: int) -> Memory:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            fields[name] = int(value.split()[0]) * 1024  # the kernel writes kB
+    return Memory(fields["VmHWM"], fields["VmRSS"])
+
+
+def service_env(checkpoints: Path) -> dict[str, str]:
+    """All three models on the CPU: the configuration the memory target is about."""
+    return {
+        "CHECKPOINT_DIR": str(checkpoints),
+        "DEVICE": "cpu",
+        "MODELS": ALL_MODELS,
+        "LOG_LEVEL": "warning",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per route")
+    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    place = machine.placement()
+    with tempfile.TemporaryDirectory() as tmp, checkpoint_dir(args.checkpoint_dir) as ckpt:
+        wine = bodies.wine_body(Path(tmp))
+        cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(8))
+        with server.running(
+            server.SERVICE_APP,
+            env=service_env(ckpt.path),
+            prefix=place.server,
+            threads=place.server_threads,
+        ) as svc:
+            ready = read(svc.pid)
+            for path, body, connections in (
+                ("/predict/wine?model=bnn&samples=100", wine, 32),
+                ("/predict/cifar?samples=32", cifar, 16),
+            ):
+                load.run_wrk(
+                    svc.url + path,
+                    body.path,
+                    body.content_type,
+                    connections=connections,
+                    duration_s=args.duration,
+                    prefix=place.load,
+                )
+            after = read(svc.pid)
+    report = {"ready": asdict(ready), "after_load": asdict(after)}
+    for name, memory in (("ready", ready), ("after load", after)):
+        print(f"{name:>10}: peak {memory.peak_mib:,.0f} MiB, current {memory.current_mib:,.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Figures against their targets: the one table ``bench.run`` prints and puts in RESULTS.md.
+
+Every claim is a ratio of two numbers measured in the same run; absolute numbers are shown
+beside it for scale only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.memory import TARGET_BYTES
+
+MODEL_RATIO_TARGET = 100.0  # vectorised over notebook rows/s, wine S=20
+HTTP_RATIO_TARGET = 0.75  # service over bare req/s, wine c=32
+P50_SLACK_MS = 2.0  # service p50 at c=1 <= bare p50 + max wait + this
+CIFAR_RATIO_TARGET = 0.8  # HTTP over in-process images/s, S=32
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    measured: str
+    target: str = ""
+    verdict: str = ""  # "pass", "MISS" or "" (no target)
+    source: str = ""  # key of the command that produced it
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "MISS"
+
+
+def model_rows(model: dict[str, Any], source: str) -> list[Row]:
+    rows = []
+    for f in model["figures"]:
+        unit = "images" if f["model"].startswith("cifar") else "rows"
+        ratio = f["ratio"]
+        targeted = f["model"] == "wine-bnn" and f["samples"] == 20
+        rows.append(
+            Row(
+                f"model: {f['model']} S={f['samples']}, {unit}/s, vectorised "
+                f"(batch {f['batch']}) vs notebook loop",
+                f"{f['vectorised_per_s']:,.0f} vs {f['notebook_per_s']:,.1f} = {ratio:,.1f}×",
+                f"≥ {MODEL_RATIO_TARGET:g}×" if targeted else "",
+                verdict(ratio >= MODEL_RATIO_TARGET) if targeted else "",
+                source,
+            )
+        )
+    return rows
+
+
+def _point(
+    http: dict[str, Any], server: str, route: str, c: int | None, rate: bool = False
+) -> dict[str, Any] | None:
+    """The point of ``server`` on ``route`` at concurrency ``c``, or its fixed-rate point."""
+    for p in http["points"]:
+        same = p["server"] == server and p["route"] == route
+        if same and (p["rate"] is not None) == rate and (rate or p["connections"] == c):
+            return p
+    return None
+
+
+def _latency(p: dict[str, Any]) -> str:
+    if p["requests"] == 0:
+        return f"no request completed in {p['duration_s']:.1f} s"
+    text = (
+        f"{p['throughput']:,.0f} req/s; p50/p95/p99 {p['p50_ms']:.1f}/{p['p95_ms']:.1f}/"
+        f"{p['p99_ms']:.1f} ms; CPU {p['cpu_ms_per_request']:.2f} ms/req "
+        f"({p['loop_ms_per_request']:.2f} on the event loop)"
+    )
+    if p["errors"]:
+        text += f"; {p['errors']} errors"
+    if p["late"]:
+        text += f"; {p['late']} sent late (up to {p['late_max_ms']:.0f} ms)"
+    return text
+
+
+def http_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[Row]:
+    rows: list[Row] = []
+    s = http["samples"]
+    concurrency = sorted(
+        {p["connections"] for p in http["points"] if p["route"] == "wine" and p["rate"] is None}
+    )
+    for c in concurrency:
+        service, bare, off = (_point(http, n, "wine", c) for n in ("service", "bare", "unbatched"))
+        for name, p in (("service", service), ("bare", bare), ("batching off", off)):
+            if p is not None:
+                rows.append(Row(f"HTTP wine S={s} c={c}: {name}", _latency(p), source=source))
+        if service and bare:
+            ratio = service["throughput"] / bare["throughput"]
+            targeted = c == 32
+            rows.append(
+                Row(
+                    f"HTTP wine S={s} c={c}: service / bare req/s",
+                    f"{ratio:.2f}",
+                    f"≥ {HTTP_RATIO_TARGET:g}" if targeted else "",
+                    verdict(ratio >= HTTP_RATIO_TARGET) if targeted else "",
+                    source,
+                )
+            )
+        if service and off:
+            rows.append(
+                Row(
+                    f"HTTP wine S={s} c={c}: batching on / off req/s",
+                    f"{service['throughput'] / off['throughput']:.1f}×",
+                    source=source,
+                )
+            )
+        if c == 1 and service and bare:
+            limit = bare["p50_ms"] + http["wine_max_wait_ms"] + P50_SLACK_MS
+            rows.append(
+                Row(
+                    f"HTTP wine S={s} c=1: service p50 vs bare p50 + max wait "
+                    f"{http['wine_max_wait_ms']:g} ms + {P50_SLACK_MS:g} ms",
+                    f"{service['p50_ms']:.2f} ms (bare {bare['p50_ms']:.2f} ms)",
+                    f"≤ {limit:.2f} ms",
+                    verdict(service["p50_ms"] <= limit),
+                    source,
+                )
+            )
+    for name in ("service", "bare", "unbatched"):
+        p = _point(http, name, "wine", None, rate=True)
+        if p is not None:
+            label = "batching off" if name == "unbatched" else name
+            rows.append(
+                Row(
+                    f"HTTP wine S={s} at a fixed {p['rate']:g} req/s "
+                    f"({p['connections']} connections): {label}",
+                    _latency(p),
+                    source=source,
+                )
+            )
+    rows.extend(_cifar_rows(http, model, source))
+    rows.extend(_memory_rows(http, source))
+    return rows
+
+
+def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[Row]:
+    p = next((p for p in http["points"] if p["route"] == "cifar"), None)
+    inproc = next(
+        (
+            f
+            for f in model["figures"]
+            if f["model"] == "cifar-bcnn" and f["samples"] == http["cifar_samples"]
+        ),
+        None,
+    )
+    if p is None:
+        return []
+    per_request = http["cifar_images_per_request"]
+    steady = p.get("steady_throughput")
+    images = (steady if steady is not None else p["throughput"]) * per_request
+    shown = f"req/s; {images:,.1f} images/s" + (" once answers flow" if steady else "")
+    rows = [
+        Row(
+            f"HTTP cifar S={http['cifar_samples']}, {per_request} JPEGs/request, "
+            f"c={p['connections']}",
+            _latency(p).replace("req/s", shown, 1),
+            source=source,
+        )
+    ]
+    if inproc is not None:
+        ratio = images / inproc["vectorised_per_s"]
+        rows.append(
+            Row(
+                "HTTP cifar images/s / in-process batched predictor's",
+                f"{images:,.1f} / {inproc['vectorised_per_s']:,.1f} = {ratio:.2f}",
+                f"≥ {CIFAR_RATIO_TARGET:g}",
+                verdict(ratio >= CIFAR_RATIO_TARGET),
+                source,
+            )
+        )
+    return rows
+
+
+def _memory_rows(http: dict[str, Any], source: str) -> list[Row]:
+    ready, after = http["memory"]["ready"], http["memory"]["after_load"]
+    target = f"≤ {TARGET_BYTES / MiB:,.0f} MiB"
+    return [
+        Row(
+            "memory: service peak RSS (VmHWM), all three models loaded, ready",
+            f"{ready['peak_bytes'] / MiB:,.0f} MiB (current {ready['current_bytes'] / MiB:,.0f})",
+            target,
+            verdict(ready["peak_bytes"] <= TARGET_BYTES),
+            source,
+        ),
+        Row(
+            "memory: service peak RSS after all the load above",
+            f"{after['peak_bytes'] / MiB:,.0f} MiB (current {after['current_bytes'] / MiB:,.0f})",
+            target,
+            verdict(after["peak_bytes"] <= TARGET_BYTES),
+            source,
+        ),
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| figure | measured | target | verdict | cmd |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r.figure} | {r.measured} | {r.target} | {r.verdict} | {r.source} |" for r in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Run every benchmark, print one table of figures against their targets, write RESULTS.md.
+
+Each part runs in its own process, so one's threads and memory don't colour the next, and
+its exact command goes into the report beside its figures. ``--quick`` is a smoke run of
+the same steps with short durations; its report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.load import LoadToolError, wrk_command
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+FINDINGS = Path(__file__).with_name("findings.md")
+SMOKE_BANNER = (
+    "> **Smoke run** (`--quick`), numbers not representative; to be replaced by `make bench`.\n"
+)
+
+METHOD = """\
+- **Model level** (`M`): rows (or images) per second of `service.predictors`'
+  `RegressionPredictor` / `ClassificationPredictor` on one batch (the wine test split, 735
+  rows; 64 CIFAR test JPEGs, the service's `max_batch_size`, of which the HTTP benchmark
+  uploads the first 8) against the notebook's
+  `compute_predictions` way: one row at a time, S forward passes of the model in eval mode,
+  each drawing fresh weights. Same process, device and torch threads, each for a fixed time
+  budget. The notebook loop runs under `torch.no_grad()`, without DataLoader or summaries, so
+  the ratio is a lower bound. The CIFAR figure is also the in-process reference for CIFAR
+  over HTTP, run on the server's core with its thread count.
+- **HTTP level** (`H`): one uvicorn worker per server, started in turn: the service (all
+  three models), `bench.bare_app` (same query parameters, content-type check and
+  `parse_json` + `wine_rows`, canned answer of the service's shape) and the service with
+  `WINE_BNN__MAX_BATCH_SIZE=1`. wrk (one thread) drives each, closed loop at each
+  concurrency and at a fixed arrival rate. Body: one wine instance; CIFAR: a multipart
+  upload of real test-split JPEGs; its images/s count the answers after the first batch's
+  over the time to the last one, since a closed loop of second-long requests starts with an
+  empty pipeline. CPU ms/req is the server process's user + system time over completed
+  requests: unlike req/s, another job on the core does not change it.
+- **Fixed arrival rate**: wrk's `delay()` hook (`bench/wrk_post.lua`) schedules request n
+  at n/rate s and the next free connection of a pool sends it. Caveat: it is open loop only
+  while a connection is free; a request that found the whole pool busy went out late, wrk
+  times it from when it was sent, and the table says how many were late. hey's `-q` was
+  rejected: it limits each worker, and its workers tick in step, so 200/s from 32 workers
+  arrives as bursts of 32 every 160 ms.
+- **Memory**: `VmHWM` (peak resident set) and `VmRSS` from `/proc/<pid>/status` of the
+  batched service, once `/readyz` answers 200 and again after all its load.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: short durations")
+    parser.add_argument("--checkpoint-dir", type=Path, help="passed on to every part")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the report to write")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    return parser.parse_args(argv)
+
+
+def part(
+    module: str, options: list[str], prefix: list[str], folder: Path
+) -> tuple[dict[str, Any], str]:
+    """Run ``python -m module``; return its JSON figures and the command, as one would type it."""
+    out = folder / f"{module}.json"
+    python = Path(sys.executable)
+    shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
+    command = [*prefix, str(shown), "-m", module, *options]
+    print(f"\n$ {shlex.join(command)}", flush=True)
+    subprocess.run([*command, "--json", str(out)], cwd=ROOT, check=True)
+    return json.loads(out.read_text()), shlex.join(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        wrk_command("http://127.0.0.1/", 1, 1)
+    except LoadToolError as exc:
+        sys.exit(str(exc))
+    place = machine.placement()
+    started, clock = datetime.now(UTC), time.monotonic()
+    about = machine.describe()
+    shared = ["--checkpoint-dir", str(args.checkpoint_dir)] if args.checkpoint_dir else []
+    if args.quick:
+        model_opts = ["--duration", "0.5"]
+        http_opts = ["--duration", "1", "--cifar-duration", "8"]
+    else:
+        model_opts = ["--duration", "3"]
+        http_opts = ["--duration", "5", "--cifar-duration", "15"]
+    model_opts += ["--threads", str(place.server_threads), *shared]
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        model, model_cmd = part("bench.model_level", model_opts, place.server, Path(tmp))
+        http, http_cmd = part("bench.http_level", [*http_opts, *shared], [], Path(tmp))
+    rows = report.model_rows(model, "M") + report.http_rows(http, model, "H")
+    text = report.table(rows)
+    print("\n" + text)
+    minutes = (time.monotonic() - clock) / 60
+    command = "python -m bench.run --quick" if args.quick else "make bench"
+    args.output.write_text(
+        results_md(args, about, place, text, model, http, model_cmd, http_cmd, started, minutes)
+    )
+    print(f"\n{command}: {minutes:.1f} min; wrote {args.output}")
+
+
+def results_md(
+    args: argparse.Namespace,
+    about: dict[str, str],
+    place: machine.Placement,
+    text: str,
+    model: dict[str, Any],
+    http: dict[str, Any],
+    model_cmd: str,
+    http_cmd: str,
+    started: datetime,
+    minutes: float,
+) -> str:
+    run = "`.venv/bin/python -m bench.run --quick`" if args.quick else "`make bench`"
+    notes = [*args.note, *sorted({n for n in (model.get("note"), http.get("note")) if n})]
+    lines = [
+        "# Benchmark results",
+        "",
+        *([SMOKE_BANNER] if args.quick else []),
+        f"{started:%Y-%m-%d %H:%M} UTC, {run}, {minutes:.1f} min. Claims are the ratios: each "
+        "pair was measured side by side in this run; absolute numbers drift with the machine.",
+        "",
+        *(f"**Note:** {n.rstrip('.')}.\n" for n in notes),
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in about.items()),
+        f"| placement | {place.note}; torch threads in the server and model level: "
+        f"{place.server_threads} |",
+        "",
+        "## Figures",
+        "",
+        text,
+        "",
+        f"- `M`: `{model_cmd}`",
+        f"- `H`: `{http_cmd}`",
+        "",
+        "## How each figure is measured",
+        "",
+        METHOD,
+        "<details><summary>Server and wrk commands of each point</summary>",
+        "",
+        *(f"- {name}: `{s['command']}`" for name, s in http["servers"].items()),
+        *(
+            f"- {p['server']} {p['route']} c={p['connections']}"
+            + (f" rate={p['rate']:g}/s" if p["rate"] is not None else "")
+            + f": `{p['command']}`"
+            for p in http["points"]
+        ),
+        "",
+        "</details>",
+        "",
+    ]
+    if FINDINGS.is_file():
+        lines += [FINDINGS.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The benchmark's own logic, without timing anything: the bare endpoint's answer has the
+service's shape, wrk's output parses, and figures meet or miss their targets as they should.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bench import bodies, report
+from bench.bare_app import create_app as create_bare_app
+from bench.load import LoadToolError, parse_wrk
+from service.app import create_app
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+WINE_URL = "/predict/wine?model=bnn&samples=100"
+
+# Captured from `wrk -t1 -c8 -d2s -s bench/wrk_post.lua` against bench.bare_app.
+WRK_OUTPUT = """\
+Running 2s test @ http://127.0.0.1:55775/predict/wine?model=bnn&samples=100
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.29ms    1.41ms   9.56ms   85.31%
+    Req/Sec     3.78k   396.85     4.66k    65.00%
+  7532 requests in 2.00s, 2.95MB read
+Requests/sec:   3759.32
+Transfer/sec:      1.47MB
+BENCH_JSON {"duration_us": 2003554, "requests": 7532, "bytes": 3088120, "errors": \
+{"connect": 0, "read": 0, "write": 0, "status": 3, "timeout": 1}, "mean_us": 2293.1, \
+"max_us": 9558, "p50_us": 1598, "p95_us": 5703, "p99_us": 6255, "late": 2, \
+"late_max_ms": 4.5}
+"""
+
+
+def shape(value: Any) -> Any:
+    """The JSON's structure: keys, list lengths and value types, not the numbers."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [len(value), *(shape(item) for item in value[:1])]
+    return type(value).__name__
+
+
+def test_bare_answer_has_the_service_shape_and_size(tmp_path: Path) -> None:
+    body = bodies.wine_body(tmp_path).path.read_bytes()
+    headers = {"content-type": "application/json"}
+    with TestClient(create_bare_app()) as bare:
+        canned = bare.post(WINE_URL, content=body, headers=headers)
+    settings = Settings(models=("wine_bnn",), device="cpu", checkpoint_dir=ROOT / "checkpoints")
+    with TestClient(create_app(settings)) as service:
+        deadline = time.monotonic() + 60
+        while service.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the service did not warm up"
+            time.sleep(0.05)
+        real = service.post(WINE_URL, content=body, headers=headers)
+    assert canned.status_code == real.status_code == 200
+    assert shape(canned.json()) == shape(real.json())
+    assert canned.json()["model"] == real.json()["model"]
+    assert abs(len(canned.content) - len(real.content)) <= 0.1 * len(real.content)
+
+
+def test_bare_app_refuses_what_the_service_refuses() -> None:
+    with TestClient(create_bare_app()) as bare:
+        answer = bare.post(WINE_URL, content=json.dumps({"instances": [[1.0]]}))
+        assert answer.status_code == 415  # no content type
+        answer = bare.post(
+            WINE_URL,
+            content=b'{"instances": [[1.0]]}',
+            headers={"content-type": "application/json"},
+        )
+        assert answer.status_code == 422
+
+
+def test_wrk_output_parses() -> None:
+    result = parse_wrk(WRK_OUTPUT, connections=8, rate=None)
+    assert result.requests == 7532
+    assert result.errors == 4
+    assert result.throughput == pytest.approx(7532 / 2.003554)
+    assert (result.p50_ms, result.p95_ms, result.p99_ms) == (1.598, 5.703, 6.255)
+    assert (result.late, result.late_max_ms) == (2, 4.5)
+    assert result.steady_throughput is None  # not asked for
+
+
+def test_steady_rate_parses() -> None:
+    output = WRK_OUTPUT.replace('"late_max_ms": 4.5}', '"late_max_ms": 4.5, "steady_rps": 4.471}')
+    assert parse_wrk(output, connections=16).steady_throughput == 4.471
+
+
+def test_wrk_output_without_our_line_is_an_error() -> None:
+    with pytest.raises(LoadToolError, match="BENCH_JSON"):
+        parse_wrk(WRK_OUTPUT.split("BENCH_JSON")[0], connections=8)
+
+
+def point(server: str, connections: int, throughput: float, p50_ms: float) -> dict[str, Any]:
+    return {
+        "server": server,
+        "route": "wine",
+        "connections": connections,
+        "rate": None,
+        "requests": 1000,
+        "duration_s": 5.0,
+        "throughput": throughput,
+        "p50_ms": p50_ms,
+        "p95_ms": p50_ms,
+        "p99_ms": p50_ms,
+        "errors": 0,
+        "late": 0,
+        "late_max_ms": 0.0,
+        "cpu_ms_per_request": 0.5,
+        "loop_ms_per_request": 0.3,
+    }
+
+
+def test_targets_pass_and_miss_on_the_ratios() -> None:
+    http = {
+        "samples": 100,
+        "wine_max_wait_ms": 2.0,
+        "cifar_samples": 32,
+        "cifar_images_per_request": 8,
+        "points": [
+            point("service", 1, 100, 4.5),
+            point("bare", 1, 1000, 0.4),
+            point("service", 32, 800, 10),
+            point("bare", 32, 1000, 8),
+            {**point("service", 16, 3, 900), "route": "cifar"},
+        ],
+        "memory": {
+            "ready": {"peak_bytes": 900 * 2**20, "current_bytes": 800 * 2**20},
+            "after_load": {"peak_bytes": 1500 * 2**20, "current_bytes": 900 * 2**20},
+        },
+    }
+    model = {
+        "figures": [
+            {"model": "wine-bnn", "samples": 20, "batch": 735, "vectorised_per_s": 9000.0,
+             "notebook_per_s": 100.0, "ratio": 90.0},
+            {"model": "cifar-bcnn", "samples": 32, "batch": 64, "vectorised_per_s": 25.0,
+             "notebook_per_s": 4.0, "ratio": 6.25},
+        ]
+    }  # fmt: skip
+    rows = report.model_rows(model, "M") + report.http_rows(http, model, "H")
+    verdicts = [(row.figure.split(",")[0], row.verdict) for row in rows if row.target]
+    assert verdicts == [
+        ("model: wine-bnn S=20", "MISS"),  # 90× < 100×
+        ("HTTP wine S=100 c=1: service p50 vs bare p50 + max wait 2 ms + 2 ms", "MISS"),
+        ("HTTP wine S=100 c=32: service / bare req/s", "pass"),  # 0.8
+        ("HTTP cifar images/s / in-process batched predictor's", "pass"),  # 24 / 25
+        ("memory: service peak RSS (VmHWM)", "pass"),
+        ("memory: service peak RSS after all the load above", "MISS"),
+    ]
+    assert "p50" in report.table(rows)
