@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     points: list[Point] = []
     driver = Driver(place, points)
     servers: dict[str, dict[str, object]] = {}
-    with tempfile.TemporaryDirectory() as tmp, checkpoint_dir(args.checkpoint_dir) as ckpt:
+    ckpt = checkpoint_dir(args.checkpoint_dir)
+    with tempfile.TemporaryDirectory() as tmp:
         wine = bodies.wine_body(Path(tmp))
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(args.cifar_images))
-        env = memory.service_env(ckpt.path)
+        env = memory.service_env(ckpt)
         run = {"prefix": place.server, "threads": place.server_threads}
         wine_path = WINE_PATH.format(samples=args.samples)
         cifar_path = CIFAR_PATH.format(samples=args.cifar_samples)
@@ -231,7 +232,6 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         ],
         "memory": {"ready": asdict(ready), "after_load": asdict(after)},
         "servers": servers,
-        "note": ckpt.note,
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     place = machine.placement()
-    with tempfile.TemporaryDirectory() as tmp, checkpoint_dir(args.checkpoint_dir) as ckpt:
+    ckpt = checkpoint_dir(args.checkpoint_dir)
+    with tempfile.TemporaryDirectory() as tmp:
         wine = bodies.wine_body(Path(tmp))
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(8))
         with server.running(
             server.SERVICE_APP,
-            env=service_env(ckpt.path),
+            env=service_env(ckpt),
             prefix=place.server,
             threads=place.server_threads,
         ) as svc:

@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     synthetic = args.synthetic or not has_data()
-    with checkpoint_dir(args.checkpoint_dir) as checkpoints:
-        figures = [measure(case, checkpoints.path, device, args, synthetic) for case in CASES]
+    checkpoints = checkpoint_dir(args.checkpoint_dir)
+    figures = [measure(case, checkpoints, device, args, synthetic) for case in CASES]
     inputs = "test-split inputs"
     if synthetic:
         inputs = "synthetic inputs" + ("" if args.synthetic else " (no data sets found)")
@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
         report = {
             "figures": [asdict(f) for f in figures],
             "inputs": inputs,
-            "note": checkpoints.note,
         }
         if device.type == "cuda":
             report["card"] = torch.cuda.get_device_name(device)

@@ -124,7 +124,7 @@ def results_md(
     minutes: float,
 ) -> str:
     run = "`.venv/bin/python -m bench.run --quick`" if args.quick else "`make bench`"
-    notes = [*args.note, *sorted({n for n in (model.get("note"), http.get("note")) if n})]
+    notes = list(args.note)
     lines = [
         "# Benchmark results",
         "",
