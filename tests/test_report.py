@@ -15,6 +15,7 @@ from models.checkpoint import save_checkpoint
 from models.cifar import BayesianCNN
 from training import report
 from training.manifest import write_manifest
+from training.report.evaluation import shift_away
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WINE_PNGS = ("wine_calibration.png", "wine_pit.png", "wine_error_vs_std.png", "wine_shift.png")
@@ -112,8 +113,8 @@ def test_report_of_wine_alone(report_checkpoints: Path, data_dir: Path, tmp_path
 def test_shift_away_moves_each_feature_k_stds_outward() -> None:
     x = np.array([[1.0, 5.0, 2.0]], dtype=np.float32)
     mean, std = np.array([2.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0])
-    shifted = report.shift_away(x, mean, std, 2)
+    shifted = shift_away(x, mean, std, 2)
     assert shifted.dtype == np.float32
     # Below the mean moves down, above moves up, on the mean stays.
     np.testing.assert_array_equal(shifted, [[-1.0, 9.0, 2.0]])
-    np.testing.assert_array_equal(report.shift_away(x, mean, std, 0), x)
+    np.testing.assert_array_equal(shift_away(x, mean, std, 0), x)

@@ -1,0 +1,19 @@
+"""Calibration and shift report of the checkpoints: ``python -m training.report``.
+
+An uncertainty service is only worth calling if its intervals cover what they claim and its
+epistemic term grows where the model knows less. This scores the checkpoints on the test data,
+with the same fixed posterior draws the service answers with, and writes to ``--output``:
+PNG plots, a ``README.md`` that shows them with every number beside its target, and
+``metrics.json``. Notes on misses and retraining go in ``NOTES.md`` there, which is kept and
+embedded in the README on every run, so regenerating the report does not lose them.
+"""
+
+from training.report.cli import main
+from training.report.evaluation import (
+    CIFAR_MODEL,
+    COVERAGE_LEVELS,
+    WINE_MODELS,
+    WINE_SHIFT_STEPS,
+)
+
+__all__ = ["CIFAR_MODEL", "COVERAGE_LEVELS", "WINE_MODELS", "WINE_SHIFT_STEPS", "main"]

@@ -1,0 +1,163 @@
+"""``python -m training.report``: score the checkpoints, draw the figures, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from models.checkpoint import load_checkpoint, read_manifest, verify_checkpoint
+from models.device import resolve_device
+from training.datasets.cifar import load_cifar10
+from training.datasets.location import DATA_DIR_ENV
+from training.datasets.wine import load_wine
+from training.manifest import training_command
+from training.report.document import write_readme
+from training.report.evaluation import (
+    CIFAR_MODEL,
+    NOTES_FILE,
+    TASKS,
+    WINE_MODELS,
+    Check,
+    CifarResult,
+    WineResult,
+    cifar_checks,
+    evaluate_cifar_model,
+    evaluate_wine_model,
+    wine_checks,
+)
+from training.report.plots import (
+    plot_cifar_refusal,
+    plot_cifar_reliability,
+    plot_cifar_shift,
+    plot_wine_calibration,
+    plot_wine_error_vs_std,
+    plot_wine_pit,
+    plot_wine_shift,
+)
+
+# ---------------------------------------------------------------------------- main
+
+
+def _checkpoint_info(path: Path, samples: int) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "sha256": verify_checkpoint(path),
+        "samples": samples,
+        "command": read_manifest(path).get("command", "?"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.report",
+        description="Write the calibration and shift report of the checkpoints: PNG plots, "
+        "README.md with every number beside its target, and metrics.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="checkpoints and manifests"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"data folder; None: ${DATA_DIR_ENV}, else ../shared/data",
+    )
+    parser.add_argument("--output", type=Path, default=Path("reports"), help="report folder")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="which parts to run"
+    )
+    parser.add_argument("--wine-samples", type=int, default=100, help="posterior samples, wine")
+    parser.add_argument("--cifar-samples", type=int, default=32, help="posterior samples, CIFAR")
+    parser.add_argument(
+        "--cifar-per-class",
+        type=int,
+        default=None,
+        help="CIFAR test images per class; None: all 1000",
+    )
+    parser.add_argument(
+        "--shift-images", type=int, default=1000, help="CIFAR test images in the corruption sweep"
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="shift subset and corruption noise")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Score the checkpoints, write the plots, ``README.md`` and ``metrics.json``."""
+    args = build_parser().parse_args(argv)
+    progress = not args.no_progress
+    device = resolve_device(args.device)
+    output: Path = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    command = training_command("training.report", argv)
+    checkpoints: dict[str, dict[str, Any]] = {}
+    checks: list[Check] = []
+    wine: dict[str, WineResult] | None = None
+    cifar: CifarResult | None = None
+
+    if "wine" in args.tasks:
+        split = load_wine(args.data_dir)
+        wine = {}
+        for name in tqdm(WINE_MODELS, desc="wine", disable=not progress):
+            path = args.checkpoint_dir / f"{name}.safetensors"
+            model = load_checkpoint(path, device)
+            wine[name] = evaluate_wine_model(name, model, split, samples=args.wine_samples)
+            checkpoints[name] = _checkpoint_info(path, wine[name].samples)
+        plot_wine_calibration(wine, output / "wine_calibration.png")
+        plot_wine_pit(wine, output / "wine_pit.png")
+        plot_wine_error_vs_std(wine, output / "wine_error_vs_std.png")
+        plot_wine_shift(wine, output / "wine_shift.png")
+        checks += wine_checks(wine)
+
+    if "cifar" in args.tasks:
+        path = args.checkpoint_dir / f"{CIFAR_MODEL}.safetensors"
+        model = load_checkpoint(path, device)
+        test = load_cifar10("test", args.data_dir, per_class=args.cifar_per_class)
+        cifar = evaluate_cifar_model(
+            model,
+            test,
+            samples=args.cifar_samples,
+            shift_images=args.shift_images,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=progress,
+        )
+        checkpoints[CIFAR_MODEL] = _checkpoint_info(path, args.cifar_samples)
+        plot_cifar_reliability(cifar, output / "cifar_reliability.png")
+        plot_cifar_refusal(cifar, output / "cifar_refusal.png")
+        plot_cifar_shift(cifar, output / "cifar_shift.png")
+        checks += cifar_checks(cifar)
+
+    notes_path = output / NOTES_FILE
+    notes = notes_path.read_text() if notes_path.is_file() else None
+    write_readme(
+        output / "README.md",
+        command=command,
+        checkpoints=checkpoints,
+        checks=checks,
+        wine=wine,
+        cifar=cifar,
+        notes=notes,
+        device=str(device),
+    )
+    metrics: dict[str, Any] = {
+        "command": command,
+        "checkpoints": checkpoints,
+        "checks": [vars(c) for c in checks],
+        "all_passed": all(c.passed for c in checks),
+    }
+    if wine is not None:
+        metrics["wine"] = {name: r.to_json() for name, r in wine.items()}
+    if cifar is not None:
+        metrics["cifar"] = cifar.to_json()
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for check in checks:
+        print(f"{'pass' if check.passed else 'MISS'}  {check.name}: {check.value}")
+    return metrics

@@ -1,0 +1,386 @@
+"""Scores for the report: wine intervals and shift, CIFAR reliability, refusal and shift, and
+the targets each is checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from models.images import to_model_input
+from models.layers import Posterior
+from models.predictive import (
+    class_probability_samples,
+    fixed_posterior,
+    is_bayesian,
+    regression_samples,
+)
+from training.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from training.datasets.cifar import ImageSet
+from training.datasets.wine import WineSplit
+from uncertainty.calibration import (
+    COVERAGE_LEVELS,
+    IntervalCalibration,
+    ReliabilityBins,
+    interval_calibration,
+    mixture_crps,
+    pit_values,
+    refusal_curve,
+    reliability_bins,
+    shift_auroc,
+    spread_error_correlation,
+)
+from uncertainty.classification import summarize_classification
+from uncertainty.metrics import (
+    accuracy,
+    classification_nll,
+    expected_calibration_error,
+    mixture_nll,
+    rmse,
+)
+from uncertainty.regression import summarize_regression
+
+WINE_MODELS = ("wine-bnn", "wine-gaussian")
+CIFAR_MODEL = "cifar-bcnn"
+TASKS = ("wine", "cifar")
+
+# Targets of the issue: wine-bnn coverage within ±0.03 of nominal, ECE ≤ 0.05, epistemic
+# rising with every shift step, AUROC (clean vs severity 5) ≥ 0.8 for two corruptions or more.
+COVERAGE_TOLERANCE = 0.03
+ECE_TARGET = 0.05
+AUROC_TARGET = 0.8
+AUROC_MIN_CORRUPTIONS = 2
+
+WINE_SHIFT_STEPS = (0, 1, 2, 4)  # training standard deviations
+REFUSAL_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(11))  # 0 … 50%
+ECE_BINS = 15
+SUMMARY_LEVEL = 0.95  # the classification summary needs a level; only its entropies are used
+NOTES_FILE = "NOTES.md"
+DPI = 120
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target of the issue: what was measured, what it had to be, and whether it was."""
+
+    name: str
+    value: str
+    target: str
+    passed: bool
+
+
+@dataclass
+class WineResult:
+    name: str
+    samples: int
+    rmse: float
+    nll: float
+    crps: float
+    calibration: list[IntervalCalibration]
+    spread_correlation: float
+    shift_epistemic: list[float]
+    shift_aleatoric: list[float]
+    shift_auroc: float | None
+    pit: np.ndarray = field(repr=False)
+    std: np.ndarray = field(repr=False)
+    abs_error: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "rmse": self.rmse,
+            "nll": self.nll,
+            "crps": self.crps,
+            "coverage": {f"{p.level:g}": p.coverage for p in self.calibration},
+            "mean_interval_width": {f"{p.level:g}": p.mean_width for p in self.calibration},
+            "spearman_std_abs_error": self.spread_correlation,
+            "shift": {
+                "k": list(WINE_SHIFT_STEPS),
+                "mean_epistemic_std": self.shift_epistemic,
+                "mean_aleatoric_std": self.shift_aleatoric,
+                f"auroc_clean_vs_k{WINE_SHIFT_STEPS[-1]}_epistemic": self.shift_auroc,
+            },
+        }
+
+
+@dataclass
+class CifarResult:
+    samples: int
+    images: int
+    classes: int
+    accuracy: float
+    nll: float
+    ece: float
+    bins: ReliabilityBins
+    refusal_total: np.ndarray
+    refusal_epistemic: np.ndarray
+    shift_images: int
+    shift_epistemic: dict[str, list[float]]  # per corruption, severity 0 (clean) … 5
+    shift_accuracy: dict[str, list[float]]
+    auroc_epistemic: dict[str, float]  # clean vs severity 5
+    auroc_total: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "test_images": self.images,
+            "accuracy": self.accuracy,
+            "nll": self.nll,
+            f"ece_{ECE_BINS}": self.ece,
+            "reliability": {
+                "edges": self.bins.edges.tolist(),
+                "confidence": _nan_to_none(self.bins.confidence),
+                "accuracy": _nan_to_none(self.bins.accuracy),
+                "count": self.bins.count.tolist(),
+            },
+            "refusal": {
+                "fraction": list(REFUSAL_FRACTIONS),
+                "accuracy_by_total": self.refusal_total.tolist(),
+                "accuracy_by_epistemic": self.refusal_epistemic.tolist(),
+            },
+            "shift": {
+                "images": self.shift_images,
+                "severity": [0, *SEVERITIES],
+                "mean_epistemic_nats": self.shift_epistemic,
+                "accuracy": self.shift_accuracy,
+                "auroc_clean_vs_5_epistemic": self.auroc_epistemic,
+                "auroc_clean_vs_5_total": self.auroc_total,
+            },
+        }
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    # JSON has no NaN; an empty reliability bin is "no value", not a number.
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+# ---------------------------------------------------------------------------- wine
+
+
+def shift_away(x: np.ndarray, mean: np.ndarray, std: np.ndarray, k: float) -> np.ndarray:
+    """Push every feature k training standard deviations further from the training mean.
+
+    x' = x + k·std·sign(x - mean), per feature: each row moves outward in every coordinate, in
+    the direction it already lies, so its standardised distance from the training mean grows
+    by exactly k per feature. Values may leave the physical range (negative acidity): the point
+    is inputs the network has never seen.
+    """
+    shifted = x.astype(np.float64) + k * std * np.sign(x - mean)
+    return shifted.astype(x.dtype)
+
+
+def evaluate_wine_model(
+    name: str, model: nn.Module, split: WineSplit, *, samples: int
+) -> WineResult:
+    """Coverage, PIT, sharpness, NLL, CRPS, spread-vs-error and the shift sweep of one model."""
+    device = next(model.parameters()).device
+    posterior = fixed_posterior(model, samples) if is_bayesian(model) else None
+
+    def predict(x: np.ndarray) -> tuple[Tensor, Tensor]:
+        mu, sigma = regression_samples(model, torch.as_tensor(x, device=device), posterior)
+        return mu.cpu().double(), sigma.cpu().double()
+
+    mu, sigma = predict(split.x_test)
+    target = torch.as_tensor(split.y_test, dtype=torch.float64)
+    summary = summarize_regression(mu, sigma, SUMMARY_LEVEL)
+    abs_error = (target - summary.mean).abs()
+
+    train = split.x_train.astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    epistemic: list[float] = []
+    aleatoric: list[float] = []
+    per_row: list[Tensor] = []
+    for k in WINE_SHIFT_STEPS:
+        shifted = summarize_regression(
+            *predict(shift_away(split.x_test, mean, std, k)), SUMMARY_LEVEL
+        )
+        epistemic.append(float(shifted.epistemic_std.mean()))
+        aleatoric.append(float(shifted.aleatoric_std.mean()))
+        per_row.append(shifted.epistemic_std)
+    return WineResult(
+        name=name,
+        samples=mu.shape[0],
+        rmse=rmse(summary.mean, target),
+        nll=mixture_nll(target, mu, sigma),
+        crps=mixture_crps(target, mu, sigma),
+        calibration=interval_calibration(target, mu, sigma, COVERAGE_LEVELS),
+        spread_correlation=spread_error_correlation(summary.std, abs_error),
+        shift_epistemic=epistemic,
+        shift_aleatoric=aleatoric,
+        shift_auroc=shift_auroc(per_row[0], per_row[-1]) if posterior is not None else None,
+        pit=pit_values(target, mu, sigma).numpy(),
+        std=summary.std.numpy(),
+        abs_error=abs_error.numpy(),
+    )
+
+
+# ---------------------------------------------------------------------------- CIFAR
+
+
+@dataclass(frozen=True)
+class ImagePredictions:
+    probabilities: Tensor  # N × C, posterior predictive mean
+    total: Tensor  # N, entropy of the mean, nats
+    epistemic: Tensor  # N, mutual information, nats
+
+
+def predict_images(
+    model: nn.Module,
+    images: np.ndarray,
+    posterior: Posterior,
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> ImagePredictions:
+    """The service's classification summary for each image, in batches."""
+    device = next(model.parameters()).device
+    probabilities, total, epistemic = [], [], []
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        batch = to_model_input(images[start : start + batch_size]).to(device)
+        probs = class_probability_samples(model, batch, posterior)
+        summary = summarize_classification(probs, SUMMARY_LEVEL)
+        probabilities.append(summary.probabilities.cpu())
+        total.append(summary.total.cpu())
+        epistemic.append(summary.epistemic.cpu())
+    return ImagePredictions(torch.cat(probabilities), torch.cat(total), torch.cat(epistemic))
+
+
+def evaluate_cifar_model(
+    model: nn.Module,
+    test: ImageSet,
+    *,
+    samples: int,
+    shift_images: int,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+) -> CifarResult:
+    """Reliability, refusal curves and the corruption sweep of the CIFAR model."""
+    posterior = fixed_posterior(model, samples)
+    clean = predict_images(
+        model, test.images, posterior, batch_size=batch_size, desc="CIFAR test", progress=progress
+    )
+    labels = torch.as_tensor(test.labels)
+    correct = clean.probabilities.argmax(dim=-1) == labels
+
+    # A seeded random subset: the test files are ordered by class, so a prefix would be one class.
+    rng = np.random.default_rng(seed)
+    subset = np.sort(rng.permutation(len(labels))[: min(shift_images, len(labels))])
+    subset_images, subset_labels = test.images[subset], labels[subset]
+    index = torch.as_tensor(subset)
+    clean_epistemic, clean_total = clean.epistemic[index], clean.total[index]
+    clean_accuracy = accuracy(clean.probabilities[index], subset_labels)
+    epistemic = {name: [float(clean_epistemic.mean())] for name in CORRUPTIONS}
+    accuracies = {name: [clean_accuracy] for name in CORRUPTIONS}
+    auroc_epistemic, auroc_total = {}, {}
+    sweep = [(name, severity) for name in CORRUPTIONS for severity in SEVERITIES]
+    for name, severity in tqdm(sweep, desc="CIFAR shift", disable=not progress):
+        images = corrupt(subset_images, name, severity, seed=seed)
+        shifted = predict_images(
+            model,
+            images,
+            posterior,
+            desc=f"{name} {severity}",
+            batch_size=batch_size,
+            progress=progress,
+        )
+        epistemic[name].append(float(shifted.epistemic.mean()))
+        accuracies[name].append(accuracy(shifted.probabilities, subset_labels))
+        if severity == SEVERITIES[-1]:
+            auroc_epistemic[name] = shift_auroc(clean_epistemic, shifted.epistemic)
+            auroc_total[name] = shift_auroc(clean_total, shifted.total)
+    return CifarResult(
+        samples=samples,
+        images=len(labels),
+        classes=clean.probabilities.shape[-1],
+        accuracy=accuracy(clean.probabilities, labels),
+        nll=classification_nll(clean.probabilities, labels),
+        ece=expected_calibration_error(clean.probabilities, labels, n_bins=ECE_BINS),
+        bins=reliability_bins(clean.probabilities, labels, n_bins=ECE_BINS),
+        refusal_total=refusal_curve(correct, clean.total, REFUSAL_FRACTIONS),
+        refusal_epistemic=refusal_curve(correct, clean.epistemic, REFUSAL_FRACTIONS),
+        shift_images=len(subset),
+        shift_epistemic=epistemic,
+        shift_accuracy=accuracies,
+        auroc_epistemic=auroc_epistemic,
+        auroc_total=auroc_total,
+    )
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def _rising(values: list[float]) -> bool:
+    return all(b > a for a, b in pairwise(values))
+
+
+def _arrow(values: list[float], digits: int, kind: str = "f") -> str:
+    return " → ".join(f"{v:.{digits}{kind}}" for v in values)
+
+
+def wine_checks(results: dict[str, WineResult]) -> list[Check]:
+    bnn = results["wine-bnn"]
+    checks = [
+        Check(
+            name=f"wine-bnn coverage of the {p.level:.0%} interval",
+            value=f"{p.coverage:.3f}",
+            target=f"{p.level - COVERAGE_TOLERANCE:.2f}-{min(p.level + COVERAGE_TOLERANCE, 1):.2f}",
+            passed=abs(p.coverage - p.level) <= COVERAGE_TOLERANCE + 1e-9,
+        )
+        for p in bnn.calibration
+    ]
+    steps = ", ".join(map(str, WINE_SHIFT_STEPS))
+    checks.append(
+        Check(
+            name=f"wine-bnn mean epistemic std rises with each shift step (k = {steps})",
+            value=_arrow(bnn.shift_epistemic, 3),
+            target="strictly rising",
+            passed=_rising(bnn.shift_epistemic),
+        )
+    )
+    return checks
+
+
+def cifar_checks(result: CifarResult) -> list[Check]:
+    checks = [
+        Check(
+            name=f"CIFAR ECE ({ECE_BINS} bins)",
+            value=f"{result.ece:.4f}",
+            target=f"≤ {ECE_TARGET}",
+            passed=result.ece <= ECE_TARGET,
+        )
+    ]
+    for name, values in result.shift_epistemic.items():
+        checks.append(
+            Check(
+                name=f"CIFAR mean epistemic rises with each severity: {_label(name)}",
+                value=_arrow(values, 4, "g"),
+                target="strictly rising",
+                passed=_rising(values),
+            )
+        )
+    good = [name for name, auc in result.auroc_epistemic.items() if auc >= AUROC_TARGET]
+    aucs = ", ".join(f"{_label(n)} {a:.3f}" for n, a in result.auroc_epistemic.items())
+    checks.append(
+        Check(
+            name="CIFAR AUROC clean vs severity 5, by epistemic",
+            value=f"{aucs} ({len(good)} of {len(result.auroc_epistemic)} ≥ {AUROC_TARGET})",
+            target=f"≥ {AUROC_TARGET} for at least {AUROC_MIN_CORRUPTIONS} corruptions",
+            passed=len(good) >= AUROC_MIN_CORRUPTIONS,
+        )
+    )
+    return checks
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
