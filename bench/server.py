@@ -7,28 +7,17 @@ load generator measures them from outside as a client would.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.live_server import LiveServer, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_APP = "service.app:create_app"
 BARE_APP = "bench.bare_app:create_app"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-class ServerError(RuntimeError):
-    """The server exited or never became ready; the message carries its last output."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +26,6 @@ class Server:
     url: str
     command: list[str]
     env: dict[str, str]  # the variables set on top of ours, for the report
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def uvicorn_command(app: str, port: int, prefix: list[str]) -> list[str]:
@@ -72,51 +55,14 @@ def running(
     env: Mapping[str, str] | None = None,
     prefix: list[str] | None = None,
     threads: int = 1,
-    ready_path: str = "/readyz",
-    timeout_s: float = 120.0,
 ) -> Iterator[Server]:
     """Run ``app`` until the block ends; torch gets ``threads`` threads (its core share)."""
     port = free_port()
     command = uvicorn_command(app, port, prefix or [])
     extra = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
-    # Quiet by default: the report is the output. BENCH_SERVER_LOG=1 shows the server's log.
-    quiet = None if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, **extra},
-        stdout=quiet,
-        stderr=quiet,
-        start_new_session=True,  # its own process group: killed whole, whatever it spawned
-        preexec_fn=_die_with_parent,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(process, url + ready_path, timeout_s)
-        yield Server(process.pid, url, command, extra)
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if the harness is killed outright, the server goes too."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    with LiveServer(extra, command=command, port=port, cwd=ROOT) as live:
+        assert live.process is not None
+        yield Server(live.process.pid, live.url, command, extra)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -132,21 +78,3 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 def _cpu(stat: Path) -> float:
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerError(
-                f"server exited with {process.returncode} before {url} answered 200; "
-                "rerun with BENCH_SERVER_LOG=1 to see its output"
-            )
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=1) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    raise ServerError(f"{url} did not answer 200 within {timeout_s:g} s")
