@@ -368,7 +368,7 @@ class ModelInfo(BaseModel):
     """A loaded model, as /models lists it."""
 
     name: str = Field(description="Model name, as in responses.", examples=["wine-bnn"])
-    kind: str = Field(description="Architecture.", examples=["wine-bnn"])
+    kind: str = Field(description="Task: regression or classification.", examples=["regression"])
     version: str = Field(description="First 12 hex digits of the checkpoint's sha256.")
     device: str = Field(description="Where it runs, e.g. 'cpu' or 'cuda:0'.")
     default_samples: int = Field(description="Posterior samples when ``samples`` is not given.")
@@ -377,6 +377,7 @@ class ModelInfo(BaseModel):
     test_metrics: dict[str, float] = Field(
         description="Test-set metrics recorded in the checkpoint's manifest."
     )
+    ready: bool = Field(description="Warmed up and serving.")
 
 
 class ModelsResponse(BaseModel):

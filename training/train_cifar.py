@@ -39,12 +39,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         output=DEFAULT_OUTPUT,
     )
     parser.add_argument(
-        "--kl-weight", type=float, default=1.0, help="multiplier on KL/N_train; 1 is the plain ELBO"
+        "--kl-weight",
+        type=float,
+        default=0.03,
+        help="multiplier on KL/N_train; 1 is the plain ELBO (see README for why not here)",
     )
     parser.add_argument(
         "--kl-warmup-epochs",
         type=float,
-        default=0.0,
+        default=3.0,
         help="ramp the KL weight up from 0 over this many epochs",
     )
     parser.add_argument(

@@ -216,7 +216,7 @@ def write_readme(
         f"{created} on {device} by:",
         f"```sh\n{command}\n```",
         "(`make report` runs it with the defaults.) This file is written by "
-        "`training/report.py`; edit `NOTES.md` beside it instead, which is embedded at the end.",
+        "`training/report/`; edit `NOTES.md` beside it instead, which is embedded at the end.",
         "## Targets",
         _table(["check", "value", "target", "result"], check_rows),
         "## Checkpoints",
