@@ -193,13 +193,14 @@ def test_wine_response_matches_the_contract_example() -> None:
 def test_models_response_round_trips() -> None:
     info = ModelInfo(
         name="wine-bnn",
-        kind="wine-bnn",
+        kind="regression",
         version="3f2a9c0d1e4b",
         device="cpu",
         default_samples=100,
         max_samples=1000,
         input={"features": list(WINE_FEATURES)},
         test_metrics={"rmse": 0.7},
+        ready=True,
     )
     dumped = ModelsResponse(models=[info]).model_dump(mode="json")
     assert ModelsResponse.model_validate(dumped).models[0] == info
