@@ -22,6 +22,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.checkpoint import load_checkpoint
+from models.cifar import CIFAR10_CLASSES
 from models.images import to_model_input
 from models.predictive import class_probability_samples, fixed_posterior
 from service.live_server import LiveServer
@@ -36,18 +37,6 @@ CIFAR_SAMPLES = 32
 CIFAR_PER_CLASS = 20
 # Images per request (at most 64) and per offline pass: small passes run fastest on a CPU.
 CIFAR_CHUNK = 25
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 WINE_REQUEST_ROWS = 256  # 735 test rows in three requests, within max_instances (1024)
 
 
@@ -198,7 +187,9 @@ def cifar_test_files(data_dir: Path) -> list[Path]:
     """The first images of each class, as ``load_cifar10(per_class=...)`` picks them."""
     folder = data_dir / "cifar10" / "test"
     return [
-        path for name in CLASSES for path in sorted((folder / name).glob("*.jpg"))[:CIFAR_PER_CLASS]
+        path
+        for name in CIFAR10_CLASSES
+        for path in sorted((folder / name).glob("*.jpg"))[:CIFAR_PER_CLASS]
     ]
 
 
@@ -236,7 +227,7 @@ def test_cifar_over_http_agrees_with_the_offline_posterior_predictive(
 ) -> None:
     files = cifar_test_files(data_dir)
     test = load_cifar10("test", data_dir, per_class=CIFAR_PER_CLASS)
-    assert test.labels.tolist() == [CLASSES.index(path.parent.name) for path in files]
+    assert test.labels.tolist() == [CIFAR10_CLASSES.index(path.parent.name) for path in files]
     # The server works on its answers while this process computes its own.
     with ThreadPoolExecutor(max_workers=1) as client:
         answers = client.submit(served_cifar_predictions, server, files)
@@ -244,7 +235,9 @@ def test_cifar_over_http_agrees_with_the_offline_posterior_predictive(
             checkpoint_dir / "cifar-bcnn.safetensors", test.images
         )
         served = answers.result()
-    served_probabilities = np.array([[p["probabilities"][c] for c in CLASSES] for p in served])
+    served_probabilities = np.array(
+        [[p["probabilities"][c] for c in CIFAR10_CLASSES] for p in served]
+    )
     served_labels = np.array([p["class_index"] for p in served])
 
     np.testing.assert_allclose(served_probabilities, offline, rtol=0, atol=1e-4)

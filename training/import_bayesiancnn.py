@@ -15,7 +15,7 @@ from models.checkpoint import file_sha256, save_checkpoint
 from models.importer import load_bayesiancnn_file
 from training.datasets.cifar import load_cifar10
 from training.evaluate import evaluate_cifar
-from training.manifest import training_command, write_manifest
+from training.manifest import training_command, write_manifest, written
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -52,10 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metrics=metrics,
         training={"imported": "PyTorch-BayesianCNN BBB3Conv3FC", "config": model.config},
     )
-    print(
-        f"wrote {args.output} (sha256 {sha256[:12]}): "
-        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    )
+    print(written(args.output, sha256, metrics))
     return metrics
 
 

@@ -48,3 +48,9 @@ def write_manifest(
     path = manifest_path(checkpoint)
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def written(checkpoint: str | Path, sha256: str, metrics: dict[str, float]) -> str:
+    """The line a training script ends with: where the checkpoint went and how it scores."""
+    scores = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    return f"wrote {checkpoint} (sha256 {sha256[:12]}): {scores}"

@@ -23,7 +23,7 @@ from training.augment import crop_and_flip
 from training.cli import seed_everything, training_parser
 from training.datasets.cifar import load_cifar10
 from training.evaluate import evaluate_cifar
-from training.manifest import training_command, write_manifest
+from training.manifest import training_command, write_manifest, written
 from training.objective import kl_warmup, negative_elbo
 
 DEFAULT_OUTPUT = Path("checkpoints/cifar-bcnn.safetensors")
@@ -155,10 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "config": model.config,
         },
     )
-    print(
-        f"wrote {args.output} (sha256 {sha256[:12]}): "
-        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    )
+    print(written(args.output, sha256, metrics))
     return metrics
 
 

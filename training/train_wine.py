@@ -25,7 +25,7 @@ from models.wine import WineBNN, WineGaussian
 from training.cli import seed_everything, training_parser
 from training.datasets.wine import load_wine
 from training.evaluate import evaluate_wine
-from training.manifest import training_command, write_manifest
+from training.manifest import training_command, write_manifest, written
 from training.objective import negative_elbo
 from uncertainty.metrics import mixture_nll
 
@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "config": model.config,
         },
     )
-    print(
-        f"wrote {output} (sha256 {sha256[:12]}), best epoch {best[1] + 1}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    )
+    print(f"best epoch {best[1] + 1}; " + written(output, sha256, metrics))
     return metrics
 
 
