@@ -103,7 +103,6 @@ class _Request(Generic[T, R]):
     rows: int
     future: asyncio.Future[R]
     enqueued_at: float
-    timer: asyncio.TimerHandle | None = None
     queued: bool = True
 
 
@@ -135,6 +134,7 @@ class DynamicBatcher(Generic[T, R]):
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._batch_seconds: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -170,6 +170,9 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup.set()
         if self._worker is not None:
             await self._worker
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -186,11 +189,9 @@ class DynamicBatcher(Generic[T, R]):
             )
         loop = asyncio.get_running_loop()
         request: _Request[T, R] = _Request(item, rows, loop.create_future(), loop.time())
-        # Fire the deadline even while the worker is busy, so callers are never stuck behind it.
-        request.timer = loop.call_at(
-            request.enqueued_at + self._settings.timeout_s, self._expire, request
-        )
         self._queue.append(request)
+        if self._deadline_timer is None:
+            self._arm_deadline(loop)
         self._queued_rows += rows
         self._observer.on_queue_depth(len(self._queue))
         self._wakeup.set()
@@ -275,9 +276,28 @@ class DynamicBatcher(Generic[T, R]):
             raise BatcherError(f"predict returned {len(results)} results for {len(items)} items")
         return results
 
-    def _expire(self, request: _Request[T, R]) -> None:
-        if self._discard(request):
+    def _arm_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer, for the oldest request: all share ``timeout_s``, so it expires first.
+
+        The deadline fires even while the worker is busy, so callers are never stuck behind
+        it; one timer per queue rather than per request keeps ``submit`` cheap.
+        """
+        deadline = self._queue[0].enqueued_at + self._settings.timeout_s
+        self._deadline_timer = loop.call_at(deadline, self._expire_oldest, loop)
+
+    def _expire_oldest(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._deadline_timer = None
+        expired_before = loop.time() - self._settings.timeout_s
+        expired = False
+        while self._queue and self._queue[0].enqueued_at <= expired_before:
+            request = self._queue.popleft()
+            self._dequeued(request)
             _fail(request, self._deadline_error())
+            expired = True
+        if expired:
+            self._observer.on_queue_depth(len(self._queue))
+        if self._queue:
+            self._arm_deadline(loop)
 
     def _discard(self, request: _Request[T, R]) -> bool:
         """Take ``request`` out of the queue if it is still waiting there."""
@@ -291,8 +311,6 @@ class DynamicBatcher(Generic[T, R]):
     def _dequeued(self, request: _Request[T, R]) -> None:
         request.queued = False
         self._queued_rows -= request.rows
-        if request.timer is not None:
-            request.timer.cancel()
 
     def _deadline_error(self) -> DeadlineExceededError:
         return DeadlineExceededError(

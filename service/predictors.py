@@ -145,10 +145,13 @@ def _summarise_by_group(
         groups[(samples[index], job.level)].append(index)
     results: list[list[np.ndarray]] = [[] for _ in jobs]
     for (s, level), members in groups.items():
-        columns = torch.cat(
-            [torch.arange(bounds[i], bounds[i + 1], device=outputs[0].device) for i in members]
-        )
-        arrays = summarise(tuple(out[:s, columns] for out in outputs), level)
+        if len(members) == len(jobs):  # the common case: one group, every row in order
+            group_outputs = tuple(out[:s] for out in outputs)
+        else:
+            columns = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
+            index = torch.from_numpy(columns).to(outputs[0].device)
+            group_outputs = tuple(out[:s, index] for out in outputs)
+        arrays = summarise(group_outputs, level)
         offset = 0
         for i in members:
             n = bounds[i + 1] - bounds[i]

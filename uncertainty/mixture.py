@@ -12,15 +12,15 @@ from torch import Tensor
 
 __all__ = ["mixture_cdf", "mixture_quantile", "mixture_quantiles"]
 
-# Bisection first narrows the bracket to 2**-24 ≈ 6e-8 of its width; then safeguarded Newton
-# steps: each evaluates the CDF, tightens the bracket by its sign, and takes the Newton step if
-# it stays inside, else bisects. Where the CDF is smooth each Newton step squares the relative
-# error, so four reach float64 resolution; where the density vanishes (a flat gap between
-# far-apart components, where any point is a quantile) the bracket bounds the answer. Fixed
-# counts (rather than "until every element converged") keep each element's answer
-# independent of whatever else shares the batch.
-_BISECTION_STEPS = 24
-_NEWTON_STEPS = 4
+# Safeguarded Newton steps (Numerical Recipes' ``rtsafe``): each evaluates the CDF and density,
+# tightens the bracket by the CDF's sign, and takes the Newton step if it lands inside the
+# bracket and at least halves the step before last, else bisects. Started from the Gaussian
+# with the mixture's mean and variance, a near-Gaussian mixture converges in about five steps;
+# where the density vanishes (a flat gap between far-apart components, where any point is a
+# quantile) bisection still bounds the answer. An element stops (its value frozen) once its
+# own step falls below the tolerance, so its answer never depends on what shares the batch.
+_MAX_STEPS = 128
+_TOLERANCE = 1e-13  # relative to |x| + the mixture's standard deviation
 
 
 def _check_components(mu: Tensor, sigma: Tensor) -> None:
@@ -34,30 +34,20 @@ def _check_components(mu: Tensor, sigma: Tensor) -> None:
 
 
 def _sum_dim0(t: Tensor) -> Tensor:
-    """Pairwise sum over dim 0 (a power of two long) built from elementwise adds only.
+    """Pairwise sum over dim 0 built from elementwise adds only.
 
     ``Tensor.sum`` picks its accumulation order from the tensor's shape and device, so an
     element's rounding can change with its batch. Where the mixture CDF is flat (a gap between
     far-apart components) one ulp moves the quantile across the gap; elementwise adds round
-    identically whatever else is in the batch.
+    identically whatever else is in the batch. An odd row out is folded into row 0.
     """
     while t.shape[0] > 1:
         half = t.shape[0] // 2
-        t = t[:half] + t[half:]
+        head = t[:half] + t[half : 2 * half]
+        if t.shape[0] % 2:
+            head[0] += t[-1]
+        t = head
     return t[0]
-
-
-def _pad_components(mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """Pad S up to a power of two with components whose CDF is exactly 0 everywhere."""
-    s = mu.shape[0]
-    padding = (1 << (s - 1).bit_length()) - s
-    if padding == 0:
-        return mu, sigma
-    pad_shape = (padding, *mu.shape[1:])
-    return (
-        torch.cat((mu, mu.new_full(pad_shape, torch.inf))),
-        torch.cat((sigma, sigma.new_ones(pad_shape))),
-    )
 
 
 def _cdf(x: Tensor, mu: Tensor, sigma: Tensor, count: int) -> Tensor:
@@ -76,7 +66,7 @@ def _cdf_and_pdf(x: Tensor, mu: Tensor, sigma: Tensor, count: int) -> tuple[Tens
 def mixture_cdf(x: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
     """P(Y <= x) for Y ~ (1/S) Σ_s N(mu_s, sigma_s²), reducing over the leading sample dim."""
     _check_components(mu, sigma)
-    return _cdf(x, *_pad_components(mu, sigma), mu.shape[0])
+    return _cdf(x, mu, sigma, mu.shape[0])
 
 
 def mixture_quantile(mu: Tensor, sigma: Tensor, q: float) -> Tensor:
@@ -100,22 +90,35 @@ def mixture_quantiles(mu: Tensor, sigma: Tensor, qs: Sequence[float]) -> Tensor:
     mu64, sigma64 = mu.to(torch.float64), sigma.to(torch.float64)
     levels = mu64.new_tensor(qs).reshape(-1, *([1] * (mu.dim() - 1)))  # (Q, 1, ...)
 
+    count = mu.shape[0]
     component_quantiles = mu64[:, None] + sigma64[:, None] * torch.special.ndtri(levels)
     lo, hi = component_quantiles.amin(dim=0), component_quantiles.amax(dim=0)  # (Q, *batch)
-    padded_mu, padded_sigma = (t[:, None] for t in _pad_components(mu64, sigma64))
-    count = mu.shape[0]
-    for _ in range(_BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        below = _cdf(mid, padded_mu, padded_sigma, count) < levels
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
-    x = 0.5 * (lo + hi)
-    for _ in range(_NEWTON_STEPS):
-        cdf, pdf = _cdf_and_pdf(x, padded_mu, padded_sigma, count)
+    mean = _sum_dim0(mu64) / count
+    scale = (_sum_dim0((mu64 - mean).square() + sigma64.square()) / count).sqrt()
+    x = torch.minimum(torch.maximum(mean + scale * torch.special.ndtri(levels), lo), hi)
+    mu64, sigma64 = mu64[:, None], sigma64[:, None]
+    step_before_last = hi - lo
+    last_step = step_before_last
+    active = torch.ones_like(x, dtype=torch.bool)
+    for _ in range(_MAX_STEPS):
+        cdf, pdf = _cdf_and_pdf(x, mu64, sigma64, count)
         below = cdf < levels
         lo = torch.where(below, x, lo)
         hi = torch.where(below, hi, x)
         newton = x - (cdf - levels) / pdf
-        inside = torch.isfinite(newton) & (lo <= newton) & (newton <= hi)
-        x = torch.where(inside, newton, 0.5 * (lo + hi))
+        step = newton - x
+        use_newton = (
+            torch.isfinite(newton)
+            & (lo <= newton)
+            & (newton <= hi)
+            & (2 * step.abs() <= step_before_last)
+        )
+        moved = torch.where(use_newton, newton, 0.5 * (lo + hi))
+        step = moved - x
+        done = step.abs() <= _TOLERANCE * (x.abs() + scale)
+        x = torch.where(active, moved, x)
+        active &= ~done
+        if not bool(active.any()):
+            break
+        step_before_last, last_step = last_step, step.abs()
     return x.to(out_dtype)
