@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The model-level benchmark on CUDA, in one go, for a lent GPU machine:
+# The benchmarks with the models on CUDA, in one go, for a lent GPU machine:
 #
-#   bash bench/gpu.sh [extra bench.model_level options]
+#   bash bench/gpu.sh [--quick]
 #
-# Writes the card, the versions and the figures to $OUT when it is set (the lent machine's
-# folder that comes back), else to bench/gpu-results/. Python: $PYTHON if set; else .venv
-# if its torch sees CUDA; else python3 if its torch does (the GPU image's); else it builds
-# .venv with `make venv` (that needs the package registries). Without ../shared/data the
-# inputs are synthetic, which times the same; the output says which were used.
+# Runs `python -m bench.run --device cuda` (the model level on CUDA and, beside it, the HTTP
+# level with the service's models on CUDA) when wrk is on PATH; without wrk, the model level
+# alone. Writes the card, the versions, the table and RESULTS.md to $OUT when it is set (the
+# lent machine's folder that comes back), else to bench/gpu-results/. Python: $PYTHON if set;
+# else .venv if its torch sees CUDA; else python3 if its torch does (the GPU image's); else it
+# builds .venv with `make venv` (that needs the package registries). Data: $BAYES_DATA_DIR or
+# ../shared/data; without them the model level's inputs are synthetic, which times the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +33,19 @@ if [[ -z "$python" ]]; then
 fi
 
 {
-  nvidia-smi --query-gpu=name,memory.total --format=csv
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   "$python" -c 'import platform, torch
 print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA {torch.version.cuda}")'
+  echo "cores: $(nproc)"
   date -u '+%Y-%m-%d %H:%M UTC'
 } | tee "$out/gpu.txt"
 
-PYTHONUNBUFFERED=1 "$python" -m bench.model_level \
-  --device cuda --duration 3 --cifar-batch 256 --json "$out/model_level_cuda.json" "$@" \
-  | tee "$out/model_level_cuda.txt"
+export PYTHONUNBUFFERED=1
+if command -v wrk >/dev/null; then
+  "$python" -m bench.run --device cuda --output "$out/RESULTS.md" \
+    --note "bash bench/gpu.sh on a lent GPU machine: models on CUDA" "$@" | tee "$out/bench.txt"
+else
+  echo "wrk is not on PATH: the model level alone" | tee -a "$out/gpu.txt"
+  "$python" -m bench.model_level --device cuda --duration 3 --cifar-batch 64 \
+    --json "$out/model_level_cuda.json" | tee "$out/model_level_cuda.txt"
+fi

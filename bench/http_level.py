@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cifar-connections", type=int, default=16)
     parser.add_argument("--cifar-duration", type=float, default=15.0, help="seconds")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--device", default="cpu", help="the service's DEVICE: cpu, cuda, auto")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         wine = bodies.wine_body(Path(tmp))
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(args.cifar_images))
-        env = memory.service_env(ckpt)
+        env = memory.service_env(ckpt, args.device)
         run = {"prefix": place.server, "threads": place.server_threads}
         wine_path = WINE_PATH.format(samples=args.samples)
         cifar_path = CIFAR_PATH.format(samples=args.cifar_samples)
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     report: dict[str, object] = {
         "placement": place.note,
+        "device": args.device,
         "samples": args.samples,
         "cifar_samples": args.cifar_samples,
         "cifar_images_per_request": args.cifar_images,

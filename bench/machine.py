@@ -17,25 +17,29 @@ PACKAGES = ("torch", "fastapi", "starlette", "uvicorn", "pydantic", "numpy")
 
 @dataclass(frozen=True)
 class Placement:
-    """Server on one core, load generator on another, so they don't steal each other's time."""
+    """The server's cores and the load generator's, kept apart so neither steals the other's."""
 
     server: list[str]  # command prefix, e.g. ["taskset", "-c", "0"]
     load: list[str]
-    server_threads: int  # torch threads in the server: its share of cores
+    server_threads: int  # torch threads in the server and the model level
     note: str
 
 
 def placement() -> Placement:
+    """One core for the server where there are only two; two (its event loop and its model
+    thread) where there are four or more, as on a GPU host; the load generator on the next."""
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) >= 2 and shutil.which("taskset"):
-        server, load = str(cores[0]), str(cores[1])
-        return Placement(
-            ["taskset", "-c", server],
-            ["taskset", "-c", load],
-            1,
-            f"server pinned to core {server}, load generator to core {load} (taskset)",
-        )
-    return Placement([], [], len(cores), f"{len(cores)} core(s): server and load share them")
+    if len(cores) < 2 or not shutil.which("taskset"):
+        return Placement([], [], len(cores), f"{len(cores)} core(s): server and load share them")
+    server_cores = cores[:2] if len(cores) >= 4 else cores[:1]
+    server, load = ",".join(map(str, server_cores)), str(cores[len(server_cores)])
+    plural = "s" if len(server_cores) > 1 else ""
+    return Placement(
+        ["taskset", "-c", server],
+        ["taskset", "-c", load],
+        1,
+        f"server pinned to core{plural} {server}, load generator to core {load} (taskset)",
+    )
 
 
 def cpu_model() -> str:

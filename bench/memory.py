@@ -45,11 +45,11 @@ def read(pid: int) -> Memory:
     return Memory(fields["VmHWM"], fields["VmRSS"])
 
 
-def service_env(checkpoints: Path) -> dict[str, str]:
-    """All three models on the CPU: the configuration the memory target is about."""
+def service_env(checkpoints: Path, device: str = "cpu") -> dict[str, str]:
+    """All three models, on the CPU unless told: the memory target is about the CPU."""
     return {
         "CHECKPOINT_DIR": str(checkpoints),
-        "DEVICE": "cpu",
+        "DEVICE": device,
         "MODELS": ALL_MODELS,
         "LOG_LEVEL": "warning",
     }

@@ -175,21 +175,24 @@ def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> lis
 
 
 def _memory_rows(http: dict[str, Any], source: str) -> list[Row]:
+    """The target is for the service on the CPU, loaded and then after serving the load."""
     ready, after = http["memory"]["ready"], http["memory"]["after_load"]
-    target = f"≤ {TARGET_BYTES / MiB:,.0f} MiB"
+    device = http.get("device", "cpu")
+    on_cpu = device == "cpu"
+    where = "" if on_cpu else f" (models on {device}: the target is for the CPU)"
     return [
         Row(
-            "memory: service peak RSS (VmHWM), all three models loaded, ready",
+            f"memory: service peak RSS (VmHWM), all three models loaded, ready{where}",
             f"{ready['peak_bytes'] / MiB:,.0f} MiB (current {ready['current_bytes'] / MiB:,.0f})",
-            target,
-            verdict(ready["peak_bytes"] <= TARGET_BYTES),
+            f"≤ {TARGET_BYTES / MiB:,.0f} MiB" if on_cpu else "",
+            verdict(ready["peak_bytes"] <= TARGET_BYTES) if on_cpu else "",
             source,
         ),
         Row(
             "memory: service peak RSS after all the load above",
             f"{after['peak_bytes'] / MiB:,.0f} MiB (current {after['current_bytes'] / MiB:,.0f})",
-            target,
-            verdict(after["peak_bytes"] <= TARGET_BYTES),
+            f"≤ {TARGET_BYTES / MiB:,.0f} MiB" if on_cpu else "",
+            verdict(after["peak_bytes"] <= TARGET_BYTES) if on_cpu else "",
             source,
         ),
     ]

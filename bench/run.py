@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-dir", type=Path, help="passed on to every part")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the report to write")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    parser.add_argument(
+        "--device", default="cpu", help="where the models run, in both parts: cpu, cuda, auto"
+    )
     return parser.parse_args(argv)
 
 
@@ -89,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     place = machine.placement()
     started, clock = datetime.now(UTC), time.monotonic()
     about = machine.describe()
-    shared = ["--checkpoint-dir", str(args.checkpoint_dir)] if args.checkpoint_dir else []
+    shared = ["--device", args.device]
+    if args.checkpoint_dir:
+        shared += ["--checkpoint-dir", str(args.checkpoint_dir)]
     if args.quick:
         model_opts = ["--duration", "0.5"]
         http_opts = ["--duration", "1", "--cifar-duration", "8"]

@@ -64,9 +64,18 @@ class Posterior:
         """The first ``num_samples`` draws (views, no copy)."""
         if not 1 <= num_samples <= self.num_samples:
             raise ValueError(f"num_samples must be in [1, {self.num_samples}], got {num_samples}")
+        return self.draws(0, num_samples)
+
+    def draws(self, start: int, stop: int) -> Posterior:
+        """Draws ``start`` to ``stop - 1`` (views, no copy): a forward pass in chunks of draws
+        holds a chunk's activations at a time, not all S draws'."""
+        if not 0 <= start < stop <= self.num_samples:
+            raise ValueError(
+                f"need 0 <= start < stop <= {self.num_samples}, got start={start}, stop={stop}"
+            )
         return Posterior(
             {
-                layer: WeightDraws(d.weight[:num_samples], d.bias[:num_samples])
+                layer: WeightDraws(d.weight[start:stop], d.bias[start:stop])
                 for layer, d in self._draws.items()
             }
         )

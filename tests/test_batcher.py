@@ -188,6 +188,35 @@ def test_request_past_its_deadline_fails_and_is_never_predicted() -> None:
     run(main)
 
 
+def test_each_queued_request_meets_its_own_deadline() -> None:
+    # One timer serves the queue: when the oldest request leaves, it must still fire for the
+    # next one at that one's own deadline, not earlier and not never.
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=0, timeout_s=0.2))
+        await batcher.start()
+        loop = asyncio.get_running_loop()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await predict.started.wait()
+            early = asyncio.create_task(batcher.submit(1))
+            await asyncio.sleep(0.1)
+            late_at = loop.time()
+            late = asyncio.create_task(batcher.submit(2))
+            early.cancel()  # the oldest leaves the queue before its deadline
+            with pytest.raises(DeadlineExceededError):
+                await late
+            assert loop.time() - late_at >= 0.2
+            assert batcher.queue_depth == 0
+        finally:
+            predict.release.set()
+        assert await first == 0
+        assert predict.seen == [0]
+        await batcher.stop()
+
+    run(main)
+
+
 def test_cancelled_caller_is_dropped_from_the_queue() -> None:
     async def main() -> None:
         predict = Recorder(block_first=True)

@@ -20,6 +20,7 @@ from models.layers import (
 from models.layers import (
     kl_divergence as model_kl,
 )
+from models.predictive import class_probability_samples
 
 
 def _randomise(layer: BayesLinear | BayesConv2d, seed: int = 0) -> None:
@@ -180,6 +181,33 @@ def test_posterior_head_and_mean() -> None:
     mean = posterior_mean(layer)
     x = torch.randn(4, 3)
     torch.testing.assert_close(layer(x, mean)[0], F.linear(x, layer.weight_mu, layer.bias_mu))
+
+
+def test_posterior_draws_are_views_of_a_range() -> None:
+    layer = BayesLinear(3, 2)
+    posterior = sample_posterior(layer, 5)
+    middle = posterior.draws(1, 4)
+    assert middle.num_samples == 3
+    assert torch.equal(middle[layer].bias, posterior[layer].bias[1:4])
+    assert middle[layer].weight.data_ptr() == posterior[layer].weight[1].data_ptr()
+    for start, stop in ((2, 2), (-1, 3), (0, 6)):
+        with pytest.raises(ValueError, match="start < stop"):
+            posterior.draws(start, stop)
+
+
+@pytest.mark.parametrize("per_pass", [1, 3, 8, 1000])
+def test_class_probabilities_in_chunks_of_draws_equal_one_pass(per_pass: int) -> None:
+    model = BayesianCNN(rho_init=-3.0).eval()
+    posterior = sample_posterior(model, 5, seed=0)
+    images = torch.rand(2, 3, 32, 32)
+    one_pass = torch.softmax(model(images, posterior), dim=-1)
+    chunked = class_probability_samples(model, images, posterior, image_draws_per_pass=per_pass)
+    assert chunked.shape == (5, 2, 10)
+    torch.testing.assert_close(chunked, one_pass, rtol=1e-4, atol=1e-6)
+    # The default on the CPU chunks too, with the same answer.
+    torch.testing.assert_close(
+        class_probability_samples(model, images, posterior), one_pass, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_posterior_of_another_model_is_rejected() -> None:
