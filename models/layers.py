@@ -297,25 +297,30 @@ def sample_posterior(model: nn.Module, num_samples: int, seed: int | None = None
         raise ValueError(f"{type(model).__name__} has no Bayesian layers to sample")
     if seed is None:
         return Posterior({layer: layer.sample(num_samples) for layer in layers})
-    device = layers[0].weight_mu.device
-    # Noise first, into one preallocated tensor per parameter: no per-draw copies to join.
+    # Noise first, into one preallocated tensor per parameter: no per-draw copies to join. It
+    # comes from CPU generators whatever the model's device: CUDA's generator gives other
+    # numbers for the same seed, and the same checkpoint must give the same answers anywhere.
     noise = {
         layer: WeightDraws(
-            layer.weight_mu.new_empty((num_samples, *layer.weight_mu.shape)),
-            layer.bias_mu.new_empty((num_samples, *layer.bias_mu.shape)),
+            torch.empty((num_samples, *layer.weight_mu.shape), dtype=layer.weight_mu.dtype),
+            torch.empty((num_samples, *layer.bias_mu.shape), dtype=layer.bias_mu.dtype),
         )
         for layer in layers
     }
     for s in range(num_samples):
-        generator = torch.Generator(device=device).manual_seed(seed * _SEED_STRIDE + s)
+        generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + s)
         for layer in layers:
             torch.randn(layer.weight_mu.shape, generator=generator, out=noise[layer].weight[s])
             torch.randn(layer.bias_mu.shape, generator=generator, out=noise[layer].bias[s])
+    draws = {}
     with torch.no_grad():
         for layer, eps in noise.items():
-            eps.weight.mul_(layer.weight_sigma).add_(layer.weight_mu)
-            eps.bias.mul_(layer.bias_sigma).add_(layer.bias_mu)
-    return Posterior(noise)
+            device = layer.weight_mu.device
+            weight, bias = eps.weight.to(device), eps.bias.to(device)
+            weight.mul_(layer.weight_sigma).add_(layer.weight_mu)
+            bias.mul_(layer.bias_sigma).add_(layer.bias_mu)
+            draws[layer] = WeightDraws(weight, bias)
+    return Posterior(draws)
 
 
 def posterior_mean(model: nn.Module) -> Posterior:
