@@ -22,7 +22,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
 from models.cifar import IMAGE_SIZE, BayesianCNN
-from models.device import resolve_device
+from models.device import resolve_device, use_exact_float32
 from models.wine import WINE_FEATURES
 from service.batcher import BatcherSettings, DynamicBatcher
 from service.errors import ServiceUnavailable
@@ -101,6 +101,8 @@ class ModelRegistry:
     def open(self, keys: tuple[str, ...]) -> None:
         """Verify and load each model's weights onto the device."""
         device = resolve_device(self.settings.device)
+        if device.type == "cuda":
+            use_exact_float32()
         for key in keys:
             model_settings: ModelSettings = getattr(self.settings, key)
             path = self.settings.checkpoint_path(model_settings)

@@ -20,9 +20,6 @@ __all__ = ["mixture_cdf", "mixture_quantile", "mixture_quantiles"]
 # quantile) bisection still bounds the answer. An element stops (its value frozen) once its
 # own step falls below the tolerance, so its answer never depends on what shares the batch.
 _MAX_STEPS = 128
-# Asking whether any element is still moving makes an accelerator wait for its queue; there,
-# ask every few steps (the frozen elements cost nothing but arithmetic meanwhile).
-_STEPS_PER_CHECK_ON_ACCELERATORS = 4
 _TOLERANCE = 1e-13  # relative to |x| + the mixture's standard deviation
 
 
@@ -103,8 +100,7 @@ def mixture_quantiles(mu: Tensor, sigma: Tensor, qs: Sequence[float]) -> Tensor:
     step_before_last = hi - lo
     last_step = step_before_last
     active = torch.ones_like(x, dtype=torch.bool)
-    steps_per_check = 1 if x.device.type == "cpu" else _STEPS_PER_CHECK_ON_ACCELERATORS
-    for step_count in range(1, _MAX_STEPS + 1):
+    for _ in range(_MAX_STEPS):
         cdf, pdf = _cdf_and_pdf(x, mu64, sigma64, count)
         below = cdf < levels
         lo = torch.where(below, x, lo)
@@ -122,7 +118,7 @@ def mixture_quantiles(mu: Tensor, sigma: Tensor, qs: Sequence[float]) -> Tensor:
         done = step.abs() <= _TOLERANCE * (x.abs() + scale)
         x = torch.where(active, moved, x)
         active &= ~done
-        if step_count % steps_per_check == 0 and not bool(active.any()):
+        if not bool(active.any()):
             break
         step_before_last, last_step = last_step, step.abs()
     return x.to(out_dtype)
