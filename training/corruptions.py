@@ -3,7 +3,7 @@
 A shift test needs inputs that are the same scenes, just further from the training images, at a
 dial one can turn. Hendrycks & Dietterich (2019), "Benchmarking Neural Network Robustness to
 Common Corruptions and Perturbations" (ICLR), made CIFAR-10-C that way; the parameters below are
-theirs (``make_cifar_c.py`` of their robustness repository), reimplemented with numpy and Pillow
+theirs (``make_cifar_c.py`` of their robustness repository), reimplemented with numpy and SciPy
 instead of skimage, so they are CIFAR-10-C-like rather than bit-identical. Every function takes
 and returns ``N × H × W × 3`` uint8 arrays and leaves its input untouched.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter
+from scipy.ndimage import gaussian_filter
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "contrast", "corrupt", "gaussian_blur", "gaussian_noise"]
 
@@ -22,8 +22,10 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 # Hendrycks & Dietterich (2019), CIFAR-10-C parameters for severities 1..5, pixels in [0, 1]:
 # gaussian_noise: std of the additive noise.
 _NOISE_STD = (0.04, 0.06, 0.08, 0.09, 0.10)
-# gaussian_blur: std of the Gaussian kernel, in pixels (skimage ``gaussian(sigma=c)`` there,
-# Pillow's ``GaussianBlur(radius=c)`` here, whose radius is that same standard deviation).
+# gaussian_blur: std of the Gaussian kernel, in pixels. skimage's ``gaussian(sigma=c)`` there is
+# SciPy's ``gaussian_filter`` (edges repeated, kernel cut at 4 sigma), which is used here.
+# Pillow's GaussianBlur approximates it with box blurs, too strongly below one pixel: at
+# sigma 0.4 it changed test images by 2.1 grey levels on average, the exact kernel by 1.3.
 _BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)
 # contrast: factor on each pixel's distance from its image's per-channel mean.
 _CONTRAST_FACTOR = (0.75, 0.5, 0.4, 0.3, 0.15)
@@ -53,10 +55,11 @@ def gaussian_noise(images: np.ndarray, severity: int, *, seed: int = 0) -> np.nd
 
 
 def gaussian_blur(images: np.ndarray, severity: int, *, seed: int = 0) -> np.ndarray:
-    """Blur each channel of each image with a Gaussian kernel (Pillow). ``seed`` is unused."""
+    """Blur each channel of each image with a Gaussian kernel. ``seed`` is unused."""
     _check(images, severity)
-    kernel = ImageFilter.GaussianBlur(radius=_BLUR_SIGMA[severity - 1])
-    return np.stack([np.asarray(Image.fromarray(image).filter(kernel)) for image in images])
+    sigma = _BLUR_SIGMA[severity - 1]
+    blurred = gaussian_filter(images / 255.0, sigma=(0, sigma, sigma, 0), mode="nearest")
+    return _to_uint8(blurred)
 
 
 def contrast(images: np.ndarray, severity: int, *, seed: int = 0) -> np.ndarray:
