@@ -32,7 +32,7 @@ from torch import nn
 from bench.bodies import cifar_files
 from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
 from models.checkpoint import load_checkpoint
-from models.device import resolve_device
+from models.device import resolve_device, use_exact_float32
 from models.images import decode_image, to_model_input
 from service.predictors import ClassificationPredictor, Job, Predictor, RegressionPredictor
 from training.datasets.location import resolve_data_dir
@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        use_exact_float32()  # as the service does
     synthetic = args.synthetic or not has_data()
     checkpoints = checkpoint_dir(args.checkpoint_dir)
     figures = [measure(case, checkpoints, device, args, synthetic) for case in CASES]
