@@ -62,13 +62,13 @@ class ServedModel(Generic[R]):
     def ready(self) -> bool:
         return self.batcher is not None and self.batcher.running
 
-    def describe(self, device: str) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The GET /models entry."""
         return {
             "name": self.name,
             "kind": "classification" if isinstance(self.model, BayesianCNN) else "regression",
             "version": self.version,
-            "device": device,
+            "device": str(next(self.model.parameters()).device),
             "default_samples": self.settings.default_samples,
             "max_samples": self.settings.max_samples,
             "input": _input_description(self.model),
@@ -85,10 +85,6 @@ class ModelRegistry:
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
-    def device(self) -> str:
-        return str(resolve_device(self.settings.device))
-
-    @property
     def ready(self) -> bool:
         """Every configured model serves; an ``optional`` one that failed does not count."""
         required_failed = any(not getattr(self.settings, key).optional for key in self.failures)
@@ -99,13 +95,16 @@ class ModelRegistry:
         )
 
     def open(self, keys: tuple[str, ...]) -> None:
-        """Verify and load each model's weights onto the device."""
-        device = resolve_device(self.settings.device)
-        if device.type == "cuda":
-            use_exact_float32()
+        """Verify and load each model's weights onto its device."""
         for key in keys:
             model_settings: ModelSettings = getattr(self.settings, key)
             path = self.settings.checkpoint_path(model_settings)
+            try:
+                device = resolve_device(model_settings.device or self.settings.device)
+            except RuntimeError as exc:  # no CUDA, or a name torch does not know
+                raise StartupError(f"cannot serve {key}: {exc}") from exc
+            if device.type == "cuda":
+                use_exact_float32()
             try:
                 digest = verify_checkpoint(path)
                 model = load_checkpoint(path, device)

@@ -41,6 +41,9 @@ class ModelSettings(BaseModel):
     max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for company")
     max_queue_size: int = Field(256, ge=1, description="requests waiting; beyond it, 503")
     timeout_s: float = Field(10.0, gt=0, description="deadline in the queue; beyond it, 504")
+    device: str | None = Field(
+        None, description="this model's device (cpu, cuda, cuda:N); unset: the service's DEVICE"
+    )
 
     @model_validator(mode="after")
     def _samples_in_range(self) -> ModelSettings:

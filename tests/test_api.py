@@ -39,6 +39,7 @@ from torch import nn
 
 import service.registry
 from models.checkpoint import load_checkpoint
+from models.device import resolve_device
 from models.predictive import fixed_posterior, regression_samples
 from service.app import create_app
 from service.registry import ModelRegistry, ServedModel, StartupError
@@ -1003,6 +1004,39 @@ def test_missing_required_checkpoint_stops_start_up_naming_the_file(
     folder = copy_checkpoints(checkpoint_dir, tmp_path, "wine-gaussian")
     with pytest.raises(StartupError, match=re.escape(str(folder / "wine-bnn.safetensors"))):
         start_app(make_settings(folder, models=("wine_bnn", "wine_gaussian")))
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu9", "tpu9"),
+        pytest.param(
+            "cuda",
+            "no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
+    ],
+)
+def test_a_models_unusable_device_stops_start_up_naming_the_model(
+    checkpoint_dir: Path, start_app: Callable[..., Api], device: str, message: str
+) -> None:
+    settings = make_settings(
+        checkpoint_dir, models=("wine_bnn", "wine_gaussian"), wine_gaussian={"device": device}
+    )
+    with pytest.raises(StartupError, match=rf"cannot serve wine_gaussian: .*{message}"):
+        start_app(settings)
+
+
+def test_a_model_can_run_on_a_device_of_its_own(
+    checkpoint_dir: Path, start_app: Callable[..., Api]
+) -> None:
+    settings = make_settings(
+        checkpoint_dir, models=("wine_bnn", "wine_gaussian"), wine_bnn={"device": "cpu"}
+    )
+    api = start_app(settings)
+    devices = {m["name"]: m["device"] for m in api.get("/models").json()["models"]}
+    # On a GPU machine the other model is on CUDA (DEVICE=auto); here both are on the CPU.
+    assert devices == {"wine-bnn": "cpu", "wine-gaussian": str(resolve_device(settings.device))}
 
 
 def test_corrupt_checkpoint_stops_start_up_naming_the_file(

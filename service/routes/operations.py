@@ -39,8 +39,7 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/models", response_model=ModelsResponse, summary="The loaded models")
 async def models(request: Request) -> dict[str, list[dict[str, object]]]:
     registry = registry_of(request)
-    device = registry.device
-    return {"models": [served.describe(device) for served in registry.models.values()]}
+    return {"models": [served.describe() for served in registry.models.values()]}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
