@@ -49,6 +49,7 @@ class RegressionResult:
     upper: np.ndarray
     aleatoric_std: np.ndarray
     epistemic_std: np.ndarray | None  # None: the model has no posterior over weights
+    finite: np.ndarray  # per row: every number above is finite (checked once per batch)
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,12 @@ class RegressionPredictor(Predictor[RegressionResult]):
     def _summarise(self, outputs: tuple[Tensor, ...], level: float) -> list[np.ndarray]:
         s = summarize_regression(outputs[0], outputs[1], level)
         stacked = torch.stack([s.mean, s.std, s.lower, s.upper, s.aleatoric_std, s.epistemic_std])
-        return list(stacked.cpu().numpy())
+        return [*stacked.cpu().numpy(), torch.isfinite(stacked).all(dim=0).cpu().numpy()]
 
     def _split(self, arrays: list[np.ndarray]) -> RegressionResult:
-        mean, std, lower, upper, aleatoric, epistemic = arrays
+        mean, std, lower, upper, aleatoric, epistemic, finite = arrays
         return RegressionResult(
-            mean, std, lower, upper, aleatoric, epistemic if self.bayesian else None
+            mean, std, lower, upper, aleatoric, epistemic if self.bayesian else None, finite
         )
 
 

@@ -63,19 +63,19 @@ async def predict_wine(
 
 def _check_finite(result: RegressionResult, *, batched: bool) -> None:
     """Inputs far outside the training data can overflow the network: say so, per instance."""
-    columns = [result.mean, result.std, result.lower, result.upper, result.aleatoric_std]
-    overflowed = np.flatnonzero(~np.isfinite(np.stack(columns)).all(axis=0))
-    if overflowed.size:
-        raise InputError.from_entries(
-            [
-                error_entry(
-                    loc=("body", "instances", int(i)) if batched else ("body",),
-                    msg="The model's prediction overflows for this input: its values lie far "
-                    "outside the range of the training data",
-                )
-                for i in overflowed
-            ]
-        )
+    if result.finite.all():
+        return
+    overflowed = np.flatnonzero(~result.finite)
+    raise InputError.from_entries(
+        [
+            error_entry(
+                loc=("body", "instances", int(i)) if batched else ("body",),
+                msg="The model's prediction overflows for this input: its values lie far "
+                "outside the range of the training data",
+            )
+            for i in overflowed
+        ]
+    )
 
 
 def encode(served: ServedModel[Any], result: RegressionResult, job: Job) -> dict[str, Any]:
