@@ -17,8 +17,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 def use_exact_float32() -> None:
     """Full float32 in CUDA matrix products and convolutions, instead of TF32.
 
-    With TF32 (10-bit mantissas) an answer moved by 2e-4 (H100) with the algorithm cuDNN picks for
-    the batch's shape, so one request's probabilities would depend on what shares its batch.
+    With TF32 (10-bit mantissas) a CIFAR probability moved by 2e-4 on an H100 with the
+    algorithm cuDNN picked for the batch's shape: one request's answer would depend on what
+    shares its batch.
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
