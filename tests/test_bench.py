@@ -154,3 +154,17 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
         ("memory: service peak RSS after all the load above", "MISS"),
     ]
     assert "p50" in report.table(rows)
+
+
+def test_memory_has_no_target_when_the_models_run_on_cuda() -> None:
+    # The RSS target is for the CPU; a GPU host's figures are shown for scale only.
+    memory = {
+        "ready": {"peak_bytes": 1700 * 2**20, "current_bytes": 1600 * 2**20},
+        "after_load": {"peak_bytes": 1800 * 2**20, "current_bytes": 1700 * 2**20},
+    }
+    http = {"samples": 100, "points": [], "memory": memory}
+    on_cpu = report.http_rows({**http, "device": "cpu"}, {"figures": []}, "H")
+    on_cuda = report.http_rows({**http, "device": "cuda"}, {"figures": []}, "H")
+    assert [row.verdict for row in on_cpu] == ["MISS", "MISS"]
+    assert [row.verdict for row in on_cuda] == ["", ""]
+    assert "models on cuda" in on_cuda[0].figure
