@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bench import bodies, report
+from bench import bodies, machine, report
 from bench.bare_app import create_app as create_bare_app
 from bench.load import LoadToolError, parse_wrk
 from service.app import create_app
@@ -168,3 +168,18 @@ def test_memory_has_no_target_when_the_models_run_on_cuda() -> None:
     assert [row.verdict for row in on_cpu] == ["MISS", "MISS"]
     assert [row.verdict for row in on_cuda] == ["", ""]
     assert "models on cuda" in on_cuda[0].figure
+
+
+@pytest.mark.parametrize(
+    ("cores", "server", "load"),
+    [(range(2), "0", "1"), (range(3), "0", "1"), (range(4, 20), "4,5", "6")],
+)
+def test_server_and_load_generator_get_their_own_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: range, server: str, load: str
+) -> None:
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: set(cores))
+    monkeypatch.setattr(machine.shutil, "which", lambda name: f"/usr/bin/{name}")
+    place = machine.placement()
+    assert place.server == ["taskset", "-c", server]
+    assert place.load == ["taskset", "-c", load]
+    assert place.server_threads == 1
