@@ -1,8 +1,8 @@
 """Save and load models as safetensors files: tensors plus a JSON header, no pickle.
 
 The header names the model kind and its constructor arguments, so a file is
-enough to rebuild the network; class names, feature standardisation and the
-prior live inside it too.
+enough to rebuild the network; feature and class names, the standardisation and
+the prior live inside it too.
 """
 
 from __future__ import annotations
@@ -15,22 +15,25 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from models.cifar import BayesianCNN
-from models.wine import WineBNN, WineGaussian
+from models.cnn import BayesianCNN
+from models.tabular import TabularBNN, TabularGaussian
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    cls.kind: cls  # type: ignore[attr-defined]
-    for cls in (WineBNN, WineGaussian, BayesianCNN)
+ServableModel = TabularBNN | TabularGaussian | BayesianCNN
+"""Every network a checkpoint can hold; each declares its ``kind``, ``task`` and ``config``."""
+
+MODEL_CLASSES: dict[str, type[ServableModel]] = {
+    cls.kind: cls for cls in (TabularBNN, TabularGaussian, BayesianCNN)
 }
+# Kinds written before the model repository, when each network was wired to one data set.
+LEGACY_KINDS = ("wine-bnn", "wine-gaussian", "cifar-bcnn")
 
 
 class CheckpointError(Exception):
     """A checkpoint file is missing, unreadable, or does not describe a known model."""
 
 
-def save_checkpoint(model: nn.Module, path: str | Path) -> str:
+def save_checkpoint(model: ServableModel, path: str | Path) -> str:
     """Write ``model`` to ``path``; return the file's sha256 (hex)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,17 +43,22 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> str:
     return file_sha256(path)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ServableModel:
     """Rebuild the model stored at ``path``, in eval mode, on ``device``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = load_file(str(path), device="cpu")
-        metadata = _read_metadata(path)
+        metadata = read_metadata(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     kind = metadata.get("kind")
+    if kind in LEGACY_KINDS:
+        raise CheckpointError(
+            f"checkpoint {path} is in the format of before the model repository (kind "
+            f"{kind!r}); convert it with: python -m training.upgrade_checkpoint {path}"
+        )
     if kind not in MODEL_CLASSES:
         raise CheckpointError(
             f"checkpoint {path} has model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}"
@@ -106,7 +114,8 @@ def verify_checkpoint(checkpoint: str | Path) -> str:
     return actual
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header's metadata (kind, config), without reading the tensors."""
     # safetensors layout: 8-byte little-endian header length, then a JSON header.
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")

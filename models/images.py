@@ -1,4 +1,4 @@
-"""Turn image file bytes into the network's input: RGB, 32×32, uint8."""
+"""Turn image file bytes into a network's input: RGB, resized to its input size, uint8."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.cifar import IMAGE_SIZE
-
 # Decompression-bomb guard: a file may be any size, but not any pixel count.
 MAX_PIXELS = 50_000_000
 
@@ -18,8 +16,8 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image Pillow can decode."""
 
 
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode any Pillow-readable image to an ``IMAGE_SIZE × IMAGE_SIZE × 3`` uint8 array.
+def decode_image(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any Pillow-readable image to a ``size × size × 3`` uint8 array.
 
     Training and serving both go through here, so a served image is prepared
     exactly as the training images were.
@@ -36,8 +34,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if isinstance(exc, ImageDecodeError):
             raise
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
-    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
 
 

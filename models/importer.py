@@ -9,14 +9,14 @@ model's normalisation is the identity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from models.checkpoint import CheckpointError
-from models.cifar import CIFAR10_CLASSES, BayesianCNN
+from models.cnn import BayesianCNN
 
 LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2", "fc3")
 # Their parameter suffix → ours.
@@ -28,7 +28,9 @@ _RENAMES = {
 }
 
 
-def load_bayesiancnn_file(path: str | Path, *, prior_sigma: float = 0.1) -> BayesianCNN:
+def load_bayesiancnn_file(
+    path: str | Path, *, classes: Sequence[str], prior_sigma: float = 0.1
+) -> BayesianCNN:
     """Read a ``.pt`` state dict with ``torch.load(weights_only=True)`` and convert it."""
     path = Path(path)
     if not path.is_file():
@@ -39,13 +41,13 @@ def load_bayesiancnn_file(path: str | Path, *, prior_sigma: float = 0.1) -> Baye
         raise CheckpointError(f"cannot read {path} as a tensors-only state dict: {exc}") from exc
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return convert_bayesiancnn_state(state, prior_sigma=prior_sigma)
+    return convert_bayesiancnn_state(state, classes=classes, prior_sigma=prior_sigma)
 
 
 def convert_bayesiancnn_state(
-    state: Mapping[str, Tensor], *, prior_sigma: float = 0.1
+    state: Mapping[str, Tensor], *, classes: Sequence[str], prior_sigma: float = 0.1
 ) -> BayesianCNN:
-    """A :class:`BayesianCNN` holding the posterior of a BBB3Conv3FC state dict."""
+    """A :class:`BayesianCNN` for ``classes`` holding the posterior of a BBB3Conv3FC state dict."""
     ours: dict[str, Tensor] = {}
     for layer in LAYERS:
         for theirs, name in _RENAMES.items():
@@ -58,9 +60,11 @@ def convert_bayesiancnn_state(
         raise CheckpointError(f"unexpected keys in BBB3Conv3FC state dict: {unknown}")
 
     num_classes = state["fc3.W_mu"].shape[0]
-    if num_classes != len(CIFAR10_CLASSES):
-        raise CheckpointError(f"expected {len(CIFAR10_CLASSES)} classes, got {num_classes}")
-    model = BayesianCNN(prior_sigma=prior_sigma)
+    if num_classes != len(classes):
+        raise CheckpointError(
+            f"the state dict has {num_classes} classes, but {len(classes)} class names were given"
+        )
+    model = BayesianCNN(classes=classes, prior_sigma=prior_sigma)
     target = model.state_dict()
     for key, tensor in ours.items():
         if tensor.shape != target[key].shape:

@@ -1,10 +1,11 @@
 """The FastAPI application: ``uvicorn --factory service.app:create_app``.
 
-A request's path is plain to see: the route decodes the body, the model's
-:class:`~service.batcher.DynamicBatcher` batches it with concurrent requests,
-the :class:`~service.predictors.Predictor` runs one vectorised pass over S
-posterior draws and summarises, the batcher hands each request its part, and
-the route encodes the JSON answer.
+A request's path is plain to see (:func:`service.routes.predict.predict`): the model's
+task kind (:mod:`service.tasks`) decodes the body, the model's
+:class:`~service.batcher.DynamicBatcher` batches it with concurrent requests, the
+task's :class:`~service.predictor.Predictor` runs one vectorised pass over S posterior
+draws and summarises, the batcher hands each request its rows, and the task encodes
+the JSON answer.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from service.access_log import AccessLogMiddleware
-from service.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.body_limit import BodySizeLimitMiddleware
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
-from service.routes import cifar, operations, wine
+from service.routes import operations, predict
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Verify and load before accepting traffic: a bad checkpoint stops start-up here.
-        registry.open(settings.models)
+        registry.open()
         # Everything loaded so far (modules, models) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise stall the loop for tens of ms.
         gc.freeze()
@@ -58,10 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    install_error_handlers(app)
-    app.include_router(wine.router)
-    app.include_router(cifar.router)
     app.include_router(operations.router)
+    app.include_router(predict.router)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         AccessLogMiddleware,

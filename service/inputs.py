@@ -10,29 +10,27 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from PIL import UnidentifiedImageError
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from models.cifar import IMAGE_SIZE
 from models.images import ImageDecodeError, decode_image
-from models.wine import WINE_FEATURES
 from service.errors import ErrorEntry, InputError, error_entry
-from service.schemas import CifarJsonBody, WineBatch, wine_body_adapter, wine_error_loc
+from service.schemas import ImageJsonBody, tabular_error_loc, tabular_rows
 
 __all__ = [
     "check_content_type",
-    "cifar_images_from_json",
-    "cifar_images_from_multipart",
     "decode_images",
+    "image_files_from_json",
+    "image_files_from_multipart",
     "parse_json",
-    "wine_rows",
+    "table_rows",
 ]
 
 Loc = tuple[str | int, ...]
@@ -83,28 +81,24 @@ def parse_json(raw: bytes) -> object:
         ) from exc
 
 
-def wine_rows(payload: object, *, max_instances: int) -> np.ndarray:
-    """Validate a /predict/wine body; return float32 ``N × 11`` in UCI column order."""
+def table_rows(
+    payload: object, body: TypeAdapter[Any], features: tuple[str, ...], *, max_instances: int
+) -> np.ndarray:
+    """Validate a tabular body (``body``, built for ``features``); return float32 ``N × F``."""
     _check_count(payload, "instances", max_instances, what="instances")
     try:
-        body = wine_body_adapter.validate_python(payload)
+        validated = body.validate_python(payload)
     except ValidationError as exc:
-        raise _invalid(exc, wine_error_loc) from exc
-    instances = body.instances if isinstance(body, WineBatch) else [body]
-    rows = [
-        [getattr(instance, name) for name in WINE_FEATURES]
-        if isinstance(instance, BaseModel)
-        else instance
-        for instance in instances
-    ]
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(WINE_FEATURES))
+        raise _invalid(exc, tabular_error_loc) from exc
+    rows = tabular_rows(validated, features)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(features))
 
 
-def cifar_images_from_json(payload: object, *, max_images: int) -> list[tuple[str, bytes]]:
-    """Validate a JSON /predict/cifar body; return ``("instances[i]", file bytes)`` pairs."""
+def image_files_from_json(payload: object, *, max_images: int) -> list[tuple[str, bytes]]:
+    """Validate a JSON image body; return ``("instances[i]", file bytes)`` pairs."""
     _check_count(payload, "instances", max_images, what="images")
     try:
-        body = CifarJsonBody.model_validate(payload)
+        body = ImageJsonBody.model_validate(payload)
     except ValidationError as exc:
         raise _invalid(exc) from exc
     files: list[tuple[str, bytes]] = []
@@ -128,7 +122,7 @@ def cifar_images_from_json(payload: object, *, max_images: int) -> list[tuple[st
     return files
 
 
-async def cifar_images_from_multipart(
+async def image_files_from_multipart(
     request: Request, *, max_images: int, max_file_bytes: int
 ) -> list[tuple[str, bytes]]:
     """Read the ``files`` parts of a multipart body; return ``(filename, file bytes)`` pairs."""
@@ -178,8 +172,8 @@ async def cifar_images_from_multipart(
         ) from exc
 
 
-def decode_images(files: list[tuple[str, bytes]], *, max_pixels: int) -> np.ndarray:
-    """Decode every file to RGB 32×32; return ``N × 32 × 32 × 3`` uint8.
+def decode_images(files: list[tuple[str, bytes]], *, size: int, max_pixels: int) -> np.ndarray:
+    """Decode every file to RGB ``size × size``; return ``N × size × size × 3`` uint8.
 
     The first file that is not a usable image fails the whole request with a 415 naming it.
     """
@@ -187,7 +181,7 @@ def decode_images(files: list[tuple[str, bytes]], *, max_pixels: int) -> np.ndar
     for index, (name, data) in enumerate(files):
         label = name if name == _json_label(index) else f"{_FILES}[{index}] {name!r}"
         try:
-            images.append(decode_image(data, max_pixels=max_pixels))
+            images.append(decode_image(data, size, max_pixels=max_pixels))
         except ImageDecodeError as exc:
             if exc.__cause__ is None:  # decodable, but over the pixel limit
                 raise InputError.unsupported_media_type(
@@ -199,7 +193,7 @@ def decode_images(files: list[tuple[str, bytes]], *, max_pixels: int) -> np.ndar
             # struct.error, ...); any of them means the same to the client.
             raise _not_an_image(label, exc) from exc
     if not images:
-        return np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        return np.empty((0, size, size, 3), dtype=np.uint8)
     return np.stack(images)
 
 

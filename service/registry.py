@@ -1,12 +1,12 @@
-"""The served models: opened and verified at start-up, warmed up, then batched.
+"""The served models: found in the repository, verified and loaded at start-up, warmed up, batched.
 
-Start-up is in two steps. :meth:`ModelRegistry.open` runs before the server
-accepts requests: it checks each checkpoint against its manifest's sha256 and
-loads the weights, so a missing or corrupt file stops the service with a
-message naming it (unless that model is ``optional``: then its route answers
-503 with the reason). :meth:`ModelRegistry.warm_up` then draws the posterior,
-runs one pass and starts the batcher, in the background: ``/readyz`` says 503
-until every model is done.
+Start-up is in two steps. :meth:`ModelRegistry.open` runs before the server accepts requests:
+it lists the repository, checks each checkpoint against its manifest's sha256 and loads the
+weights, so a missing or corrupt file stops the service with a message naming it (unless that
+model is ``optional``: then requests for it answer 503 with the reason). :meth:`warm_up` then
+draws each posterior, runs one pass and starts the batcher, in the background: ``/readyz``
+says 503 until every model is done. Nothing here knows a model class or a model name: what a
+model's task kind needs is in its :class:`~service.tasks.Task`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import numpy as np
-from torch import nn
+from pydantic import TypeAdapter, ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
-from models.cifar import IMAGE_SIZE, BayesianCNN
 from models.device import resolve_device, use_exact_float32
-from models.wine import WINE_FEATURES
+from models.predictive import is_bayesian
 from service.batcher import BatcherSettings, DynamicBatcher
-from service.errors import ServiceUnavailable
+from service.errors import InputError, ModelNotFound, ServiceUnavailable
 from service.metrics import ServiceMetrics
-from service.predictors import ClassificationPredictor, Job, Predictor, RegressionPredictor
-from service.settings import ModelSettings, Settings
+from service.predictor import Job, Predictor
+from service.repository import RepositoryError, find_models
+from service.settings import ModelSettings, Settings, settings_key
+from service.tasks import TASKS, Limits, Task
 
 logger = logging.getLogger(__name__)
 
@@ -36,42 +36,77 @@ logger = logging.getLogger(__name__)
 WARMING_UP_RETRY_S = 1.0
 # Retry-After for a model that failed to load: nothing will change without an operator.
 FAILED_RETRY_S = 60.0
-
-R = TypeVar("R")
+# The interval level of the warm-up pass; any valid level would do.
+_WARM_UP_LEVEL = 0.95
 
 
 class StartupError(RuntimeError):
-    """A required model could not be loaded; the message names the file."""
+    """A required model could not be loaded, or the settings name no model; the message says."""
 
 
 @dataclass
-class ServedModel(Generic[R]):
+class ServedModel:
     """A loaded model and everything the routes need to answer for it."""
 
-    key: str  # settings name: wine_bnn, wine_gaussian, cifar_bcnn
-    name: str  # public name, the checkpoint's kind: wine-bnn, ...
+    name: str  # the checkpoint's file stem, in routes and responses
     settings: ModelSettings
     checkpoint: Path
     version: str
     manifest: dict[str, Any]
-    model: nn.Module
-    predictor: Predictor[R] | None = None
-    batcher: DynamicBatcher[Job, R] | None = None
+    task: Task[Any, Any]
+    limits: Limits
+    bayesian: bool  # has a distribution over networks; else one network, one draw
+    predictor: Predictor[Any] | None = None
+    batcher: DynamicBatcher[Job, Any] | None = None
 
     @property
     def ready(self) -> bool:
         return self.batcher is not None and self.batcher.running
 
+    @property
+    def ref(self) -> dict[str, str]:
+        """The ``model`` of every answer: the same name and version give the same numbers."""
+        return {"name": self.name, "version": self.version}
+
+    @property
+    def max_samples(self) -> int:
+        """The most posterior draws a request can use (1 for a deterministic model)."""
+        return self.settings.max_samples if self.bayesian else 1
+
+    @property
+    def default_samples(self) -> int:
+        return min(self.settings.default_samples, self.max_samples)
+
+    def resolve_samples(self, requested: int | None) -> int:
+        """The draws a request gets: ``samples`` or the default; above the maximum is a 422.
+
+        A model without a posterior has one network, so any ``samples`` gives it its one draw.
+        """
+        if requested is None:
+            return self.default_samples
+        if requested > self.max_samples and self.bayesian:
+            raise InputError.unprocessable(
+                loc=("query", "samples"),
+                msg=f"Input should be less than or equal to {self.max_samples} "
+                f"for model {self.name}",
+                type="less_than_equal",
+                input=requested,
+            )
+        return min(requested, self.max_samples)
+
     def describe(self) -> dict[str, Any]:
         """The GET /models entry."""
         return {
             "name": self.name,
-            "kind": "classification" if isinstance(self.model, BayesianCNN) else "regression",
+            "task": self.task.name,
+            "kind": self.task.model.kind,
             "version": self.version,
-            "device": str(next(self.model.parameters()).device),
-            "default_samples": self.settings.default_samples,
-            "max_samples": self.settings.max_samples,
-            "input": _input_description(self.model),
+            "device": str(next(self.task.model.parameters()).device),
+            "default_samples": self.default_samples,
+            "max_samples": self.max_samples,
+            "max_instances": self.settings.max_instances,
+            **self.task.describe(),
+            "members": 1,
             "test_metrics": self.manifest.get("test_metrics", {}),
             "ready": self.ready,
         }
@@ -81,90 +116,156 @@ class ServedModel(Generic[R]):
 class ModelRegistry:
     settings: Settings
     metrics: ServiceMetrics
-    models: dict[str, ServedModel[Any]] = field(default_factory=dict)
+    models: dict[str, ServedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    _optional: set[str] = field(default_factory=set)
 
     @property
     def ready(self) -> bool:
-        """Every configured model serves; an ``optional`` one that failed does not count."""
-        required_failed = any(not getattr(self.settings, key).optional for key in self.failures)
+        """Every served model is warm; an ``optional`` one that failed does not count."""
+        required_failed = any(name not in self._optional for name in self.failures)
         return (
             bool(self.models)
             and not required_failed
             and all(served.ready for served in self.models.values())
         )
 
-    def open(self, keys: tuple[str, ...]) -> None:
-        """Verify and load each model's weights onto its device."""
-        for key in keys:
-            model_settings: ModelSettings = getattr(self.settings, key)
-            path = self.settings.checkpoint_path(model_settings)
+    def open(self) -> None:
+        """List the repository; verify and load each served model's weights onto its device."""
+        folder = self.settings.model_repository
+        try:
+            found = find_models(folder)
+        except RepositoryError as exc:
+            raise StartupError(str(exc)) from exc
+        names = self._names_to_serve(found, folder)
+        for name in names:
+            optional = self._is_optional(name)
+            if optional:
+                self._optional.add(name)
             try:
-                device = resolve_device(model_settings.device or self.settings.device)
-            except RuntimeError as exc:  # no CUDA, or a name torch does not know
-                raise StartupError(f"cannot serve {key}: {exc}") from exc
-            if device.type == "cuda":
-                use_exact_float32()
-            try:
-                digest = verify_checkpoint(path)
-                model = load_checkpoint(path, device)
-                manifest = read_manifest(path)
+                served = self._load(name, found[name])
             except CheckpointError as exc:
-                if not model_settings.optional:
-                    raise StartupError(f"cannot serve {key}: {exc}") from exc
-                logger.warning("%s is optional and not served: %s", key, exc)
-                self.failures[key] = str(exc)
+                if not optional:
+                    raise StartupError(f"cannot serve {name}: {exc}") from exc
+                logger.warning("%s is optional and not served: %s", name, exc)
+                self.failures[name] = str(exc)
                 continue
-            self.models[key] = ServedModel(
-                key=key,
-                name=model.kind,  # type: ignore[arg-type]
-                settings=model_settings,
-                checkpoint=path,
-                version=digest[:12],
-                manifest=manifest,
-                model=model,
+            self.models[name] = served
+            logger.info(
+                "loaded %s (%s, %s, version %s) on %s",
+                name,
+                served.checkpoint,
+                served.task.name,
+                served.version,
+                served.describe()["device"],
             )
-            logger.info("loaded %s (%s, version %s) on %s", key, path, digest[:12], device)
+
+    def _names_to_serve(self, found: dict[str, Path], folder: Path) -> tuple[str, ...]:
+        """``MODELS`` if set (each must be in the repository), else everything in it."""
+        listing = ", ".join(found) or "none"
+        if self.settings.models is None:
+            if not found:
+                raise StartupError(
+                    f"model repository {folder} holds no NAME.safetensors checkpoints"
+                )
+            names = tuple(found)
+        else:
+            by_key = {settings_key(name): name for name in found}
+            names = tuple(by_key.get(settings_key(name), name) for name in self.settings.models)
+            missing = [name for name in names if name not in found]
+            if missing:
+                raise StartupError(
+                    f"MODELS names {missing}, which {folder} does not hold; it holds: {listing}"
+                )
+        keys = {settings_key(name) for name in found}
+        strays = sorted(set(self.settings.per_model) - keys)
+        if strays:
+            raise StartupError(
+                f"there are settings for models {strays} (NAME__SETTING variables or [NAME] "
+                f"tables), but {folder} holds no such model; it holds: {listing}"
+            )
+        return names
+
+    def _is_optional(self, name: str) -> bool:
+        value = self.settings.per_model.get(settings_key(name), {}).get("optional", False)
+        try:
+            return TypeAdapter(bool).validate_python(value)
+        except ValidationError as exc:
+            raise StartupError(f"settings of model {name!r}: optional: {exc}") from None
+
+    def _load(self, name: str, path: Path) -> ServedModel:
+        digest = verify_checkpoint(path)
+        manifest = read_manifest(path)
+        model = load_checkpoint(path)
+        task_class = TASKS.get(model.task)
+        if task_class is None:
+            raise CheckpointError(
+                f"{path} holds a {model.task!r} model; this service serves {sorted(TASKS)}"
+            )
+        try:
+            model_settings = self.settings.model_settings(name, task_class.defaults)
+            device = resolve_device(model_settings.device or self.settings.device)
+        except (ValueError, RuntimeError) as exc:  # bad settings; no CUDA, an unknown device
+            raise StartupError(f"cannot serve {name}: {exc}") from exc
+        if device.type == "cuda":
+            use_exact_float32()
+        model.to(device)
+        return ServedModel(
+            name=name,
+            settings=model_settings,
+            checkpoint=path,
+            version=digest[:12],
+            manifest=manifest,
+            task=task_class(model),
+            limits=Limits(
+                max_instances=model_settings.max_instances,
+                max_file_bytes=self.settings.max_body_bytes,
+                max_image_pixels=self.settings.max_image_pixels,
+            ),
+            bayesian=is_bayesian(model),
+        )
 
     async def warm_up(self) -> None:
         """Draw posteriors, run one pass each, start the batchers."""
-        for key, served in list(self.models.items()):
+        for name, served in list(self.models.items()):
             try:
-                predictor = await asyncio.to_thread(_build_predictor, served)
-                await asyncio.to_thread(predictor, [_warm_up_job(served)])
+                predictor = await asyncio.to_thread(
+                    served.task.predictor, served.settings.max_samples
+                )
+                warm_up = Job(served.task.warm_up_inputs(), predictor.max_samples, _WARM_UP_LEVEL)
+                await asyncio.to_thread(predictor, [warm_up])
             except Exception as exc:  # e.g. out of device memory: fail this model only
-                logger.exception("%s failed to warm up", key)
-                self.failures[key] = f"warm-up failed: {exc}"
-                del self.models[key]
+                logger.exception("%s failed to warm up", name)
+                self.failures[name] = f"warm-up failed: {exc}"
+                del self.models[name]
                 continue
-            batcher_settings = BatcherSettings(
-                max_batch_size=served.settings.max_batch_size,
-                max_wait_ms=served.settings.max_wait_ms,
-                max_queue_size=served.settings.max_queue_size,
-                timeout_s=served.settings.timeout_s,
-            )
             batcher: DynamicBatcher[Job, Any] = DynamicBatcher(
                 predictor,
-                batcher_settings,
-                name=served.key,
-                observer=self.metrics.for_model(served.name),
+                BatcherSettings(
+                    max_batch_size=served.settings.max_batch_size,
+                    max_wait_ms=served.settings.max_wait_ms,
+                    max_queue_size=served.settings.max_queue_size,
+                    timeout_s=served.settings.timeout_s,
+                ),
+                name=name,
+                observer=self.metrics.for_model(name),
             )
             await batcher.start()
             served.predictor, served.batcher = predictor, batcher
-            logger.info("%s is ready", served.key)
+            logger.info("%s is ready", name)
 
-    def get(self, key: str) -> ServedModel[Any]:
-        """The model, ready to serve, or a 503 saying why not."""
-        if key in self.failures:
+    def get(self, name: str) -> ServedModel:
+        """The model, ready to serve; 404 if it is not served, 503 saying why if not ready."""
+        if name in self.failures:
             raise ServiceUnavailable(
-                f"model {key} is not available: {self.failures[key]}", retry_after=FAILED_RETRY_S
+                f"model {name} is not available: {self.failures[name]}", retry_after=FAILED_RETRY_S
             )
-        served = self.models.get(key)
+        served = self.models.get(name)
         if served is None:
-            raise ServiceUnavailable(f"model {key} is not configured", retry_after=FAILED_RETRY_S)
+            raise ModelNotFound(name, sorted(self.models))
         if not served.ready:
             raise ServiceUnavailable(
-                f"model {key} is not loaded yet", retry_after=WARMING_UP_RETRY_S
+                f"model {name} is not loaded yet", retry_after=WARMING_UP_RETRY_S
             )
         return served
 
@@ -173,28 +274,3 @@ class ModelRegistry:
         for served in self.models.values():
             if served.batcher is not None:
                 await served.batcher.stop(drain=True)
-
-
-def _build_predictor(served: ServedModel[Any]) -> Predictor[Any]:
-    if isinstance(served.model, BayesianCNN):
-        return ClassificationPredictor(served.model, max_samples=served.settings.max_samples)
-    return RegressionPredictor(served.model, max_samples=served.settings.max_samples)
-
-
-def _warm_up_job(served: ServedModel[Any]) -> Job:
-    if isinstance(served.model, BayesianCNN):
-        inputs = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    else:
-        inputs = served.model.standardize.mean.cpu().numpy()[None]
-    return Job(inputs, served.settings.max_samples, 0.95)
-
-
-def _input_description(model: nn.Module) -> dict[str, Any]:
-    if isinstance(model, BayesianCNN):
-        return {
-            "type": "image",
-            "formats": ["PNG", "JPEG", "BMP", "GIF", "WebP"],
-            "resized_to": [IMAGE_SIZE, IMAGE_SIZE],
-            "classes": list(model.classes),
-        }
-    return {"type": "features", "features": list(WINE_FEATURES), "units": "UCI Wine Quality"}

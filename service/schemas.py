@@ -1,12 +1,14 @@
 """Request and response bodies of the HTTP contract (``API.md``), as pydantic models.
 
-Feature and class names come from the model modules, so the API and the networks cannot
-disagree about them.
+Free of torch and of the models, so that the Python client and the command line can use them
+on a machine without either. A tabular model's body is built for its own feature names
+(:func:`tabular_body_adapter`); everything else is the same for every model of a task kind.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
 import numpy as np
@@ -22,54 +24,29 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from models.cifar import CIFAR10_CLASSES
-from models.wine import WINE_FEATURES
-
 __all__ = [
-    "WINE_EXAMPLE",
-    "CifarB64Image",
-    "CifarJsonBody",
-    "CifarPrediction",
-    "CifarResponse",
+    "B64Image",
     "ClassUncertainty",
+    "ClassificationPrediction",
+    "ClassificationResponse",
     "FiniteNumber",
     "HealthResponse",
+    "ImageJsonBody",
     "Interval",
     "ModelInfo",
     "ModelRef",
     "ModelsResponse",
-    "WineBatch",
-    "WineBody",
-    "WineFeatures",
-    "WineInstance",
-    "WinePrediction",
-    "WineResponse",
-    "wine_body_adapter",
-    "wine_error_loc",
+    "RegressionPrediction",
+    "RegressionResponse",
+    "tabular_body_adapter",
+    "tabular_error_loc",
 ]
 
 # Larger magnitudes overflow to infinity once cast to the networks' float32 input.
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
-# First row of the UCI white-wine table, for the OpenAPI examples.
-WINE_EXAMPLE: Final[tuple[float, ...]] = (
-    7.0,
-    0.27,
-    0.36,
-    20.7,
-    0.045,
-    45.0,
-    170.0,
-    1.001,
-    3.0,
-    0.45,
-    8.8,
-)
-assert len(WINE_EXAMPLE) == len(WINE_FEATURES)
-
-
-# ---------------------------------------------------------------------------------------------
-# Wine request
+# Larger magnitudes overflow to infinity once cast to the networks' float32 input.
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 
 def _finite_number(value: Any) -> float:
@@ -124,117 +101,124 @@ FiniteNumber = Annotated[
     Field(description="A finite JSON number (NaN, Infinity, strings and booleans are refused)."),
 ]
 
-WineFeatures: type[BaseModel] = create_model(
-    "WineFeatures",
-    __config__=ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [dict(zip(WINE_FEATURES, WINE_EXAMPLE, strict=True))]},
-    ),
-    __doc__="One wine by its eleven physico-chemical features; each must be present, no others.",
-    **{
-        name: (FiniteNumber, Field(title=name, description=f"UCI column {column}: {name}."))
-        for column, name in enumerate(WINE_FEATURES, start=1)
-    },
-)
 
+# ---------------------------------------------------------------------------------------------
+# Tabular request: {"instances": [INSTANCE, ...]} or one bare INSTANCE, where an INSTANCE is an
+# object with exactly the model's features, or an array of them in the model's order.
 
-def _check_row_length(value: Any) -> Any:
-    """Say how many values were sent: pydantic's own message talks of 'items after validation'."""
-    if isinstance(value, list | tuple) and len(value) != len(WINE_FEATURES):
-        count = len(WINE_FEATURES)
-        raise PydanticCustomError(
-            "too_short" if len(value) < count else "too_long",
-            "Array should hold the features in UCI order ({order}): "
-            "expected {count} values, got {got}",
-            {"order": ", ".join(WINE_FEATURES), "count": count, "got": len(value)},
-        )
-    return value
-
-
-_WineRow = Annotated[
-    list[FiniteNumber],
-    BeforeValidator(_check_row_length),
-    Field(
-        min_length=len(WINE_FEATURES),
-        max_length=len(WINE_FEATURES),
-        description="The eleven features as numbers, in UCI column order.",
-        examples=[list(WINE_EXAMPLE)],
-    ),
-]
-
-
-# Union tags; pydantic writes them into error locations, see ``wine_error_loc``.
+# Union tags; pydantic writes them into error locations, see ``tabular_error_loc``.
 _BATCH, _OBJECT, _ARRAY = "batch", "object", "array"
 
 
 def _instance_kind(value: Any) -> str | None:
     """Pick the branch from the JSON type alone, so errors only concern what was sent."""
-    if isinstance(value, dict | WineFeatures):
+    if isinstance(value, dict | BaseModel):
         return _OBJECT
     if isinstance(value, list | tuple):
         return _ARRAY
     return None
 
 
-_INSTANCE_MESSAGE: Final = (
-    "Input should be an object with the eleven wine features or an array of eleven numbers"
-)
-
-WineInstance = Annotated[
-    Annotated[WineFeatures, Tag(_OBJECT)] | Annotated[_WineRow, Tag(_ARRAY)],
-    Discriminator(
-        _instance_kind, custom_error_type="wine_instance", custom_error_message=_INSTANCE_MESSAGE
-    ),
-]
-"""One wine: an object of named features, or an array of eleven numbers in UCI order."""
-
-
-class WineBatch(BaseModel):
-    """Several wines; predictions come back in the same order."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "instances": [
-                        dict(zip(WINE_FEATURES, WINE_EXAMPLE, strict=True)),
-                        list(WINE_EXAMPLE),
-                    ]
-                }
-            ]
-        },
-    )
-
-    instances: list[WineInstance] = Field(
-        min_length=1,
-        description="One or more wines (at most the configured limit, 1024 by default).",
-    )
-
-
 def _body_kind(value: Any) -> str | None:
-    if isinstance(value, WineBatch) or (isinstance(value, dict) and "instances" in value):
+    if isinstance(value, dict) and "instances" in value:
         return _BATCH
     return _instance_kind(value)
 
 
-WineBody = Annotated[
-    Annotated[WineBatch, Tag(_BATCH)]
-    | Annotated[WineFeatures, Tag(_OBJECT)]
-    | Annotated[_WineRow, Tag(_ARRAY)],
-    Discriminator(
-        _body_kind,
-        custom_error_type="wine_body",
-        custom_error_message='Input should be {"instances": [...]} or a single wine instance',
-    ),
-]
-"""The /predict/wine body: ``{"instances": [...]}`` or one bare instance."""
+def tabular_body_adapter(
+    features: Sequence[str], example: Sequence[float] | None = None
+) -> TypeAdapter[Any]:
+    """The validator (and OpenAPI schema) of a tabular model's body, for its ``features``.
 
-wine_body_adapter: Final[TypeAdapter[Any]] = TypeAdapter(WineBody)
+    Validated objects are models whose field ``f{i}`` holds feature i (the names themselves
+    may be anything a CSV header holds, so they are aliases); arrays are lists of floats.
+    """
+    features = tuple(features)
+    order = ", ".join(features)
+    count = len(features)
+    example_object = dict(zip(features, example, strict=True)) if example is not None else None
+
+    def check_row_length(value: Any) -> Any:
+        # Say how many values were sent: pydantic's own message talks of "items after
+        # validation".
+        if isinstance(value, list | tuple) and len(value) != count:
+            raise PydanticCustomError(
+                "too_short" if len(value) < count else "too_long",
+                "Array should hold the features in the model's order ({order}): "
+                "expected {count} values, got {got}",
+                {"order": order, "count": count, "got": len(value)},
+            )
+        return value
+
+    instance_object: type[BaseModel] = create_model(
+        "TabularFeatures",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [example_object]} if example_object else None,
+        ),
+        __doc__="One row by its features' names; each must be present, no others.",
+        **{
+            f"f{index}": (FiniteNumber, Field(alias=name, title=name))
+            for index, name in enumerate(features)
+        },
+    )
+    row = Annotated[
+        list[FiniteNumber],
+        BeforeValidator(check_row_length),
+        Field(
+            min_length=count,
+            max_length=count,
+            description=f"The {count} features as numbers, in the model's order: {order}.",
+        ),
+    ]
+    instance_message = (
+        f"Input should be an object with the model's {count} features or an array of "
+        f"{count} numbers"
+    )
+    instance = Annotated[
+        Annotated[instance_object, Tag(_OBJECT)] | Annotated[row, Tag(_ARRAY)],
+        Discriminator(
+            _instance_kind,
+            custom_error_type="tabular_instance",
+            custom_error_message=instance_message,
+        ),
+    ]
+    batch: type[BaseModel] = create_model(
+        "TabularBatch",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Several rows; predictions come back in the same order.",
+        instances=(
+            list[instance],  # type: ignore[valid-type]
+            Field(min_length=1, description="One or more rows (at most the model's limit)."),
+        ),
+    )
+    body = Annotated[
+        Annotated[batch, Tag(_BATCH)]
+        | Annotated[instance_object, Tag(_OBJECT)]
+        | Annotated[row, Tag(_ARRAY)],
+        Discriminator(
+            _body_kind,
+            custom_error_type="tabular_body",
+            custom_error_message='Input should be {"instances": [...]} or a single instance',
+        ),
+    ]
+    return TypeAdapter(body)
 
 
-def wine_error_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """Drop the union tags from a ``WineBody`` error location: clients never sent them.
+def tabular_rows(body: Any, features: Sequence[str]) -> list[list[float]]:
+    """The rows of a validated tabular body, each in the model's feature order."""
+    instances = body.instances if hasattr(body, "instances") else [body]
+    fields = [f"f{index}" for index in range(len(features))]
+    return [
+        [getattr(instance, name) for name in fields]
+        if isinstance(instance, BaseModel)
+        else instance
+        for instance in instances
+    ]
+
+
+def tabular_error_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop the union tags from a tabular body's error location: clients never sent them.
 
     ``("batch", "instances", 3, "object", "pH")`` becomes ``("instances", 3, "pH")``. Only
     the tag positions are touched, so an extra key that happens to be called "object" stays.
@@ -248,10 +232,10 @@ def wine_error_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR request (JSON form; multipart needs no model)
+# Image request (JSON form; multipart needs no model)
 
 
-class CifarB64Image(BaseModel):
+class B64Image(BaseModel):
     """One image file, base64-encoded."""
 
     model_config = ConfigDict(extra="forbid")
@@ -262,15 +246,15 @@ class CifarB64Image(BaseModel):
     )
 
 
-class CifarJsonBody(BaseModel):
-    """Images for /predict/cifar sent as JSON instead of multipart."""
+class ImageJsonBody(BaseModel):
+    """Images for an image model sent as JSON instead of multipart."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"instances": [{"b64": "iVBORw0KGgoAAAANSUhEUgAA..."}]}]},
     )
 
-    instances: list[CifarB64Image] = Field(
+    instances: list[B64Image] = Field(
         min_length=1,
         description="One or more images (at most the configured limit, 64 by default).",
     )
@@ -296,8 +280,8 @@ class Interval(BaseModel):
     upper: float = Field(description="The (1 + level) / 2 quantile.")
 
 
-class WinePrediction(BaseModel):
-    """Predicted quality score for one wine, with its uncertainty split."""
+class RegressionPrediction(BaseModel):
+    """The predicted target of one row, with its uncertainty split."""
 
     mean: float = Field(description="Mean of the predictive mixture.")
     std: float = Field(description="Total standard deviation: sqrt(epistemic² + aleatoric²).")
@@ -308,13 +292,13 @@ class WinePrediction(BaseModel):
     aleatoric_std: float = Field(description="Noise the model expects: sqrt(mean of sigma²).")
 
 
-class WineResponse(BaseModel):
-    """Answer to /predict/wine: one prediction per instance, in order."""
+class RegressionResponse(BaseModel):
+    """Answer of a tabular-regression model: one prediction per instance, in order."""
 
     model: ModelRef
     samples: int = Field(description="Posterior weight samples used.")
     level: float = Field(description="Level of each central interval.")
-    predictions: list[WinePrediction]
+    predictions: list[RegressionPrediction]
 
 
 class ClassUncertainty(BaseModel):
@@ -325,14 +309,10 @@ class ClassUncertainty(BaseModel):
     epistemic: float = Field(description="total - aleatoric (mutual information, >= 0).")
 
 
-class CifarPrediction(BaseModel):
+class ClassificationPrediction(BaseModel):
     """Predicted class of one image, with per-class intervals and uncertainty."""
 
-    label: str = Field(
-        description="Most probable class.",
-        examples=[CIFAR10_CLASSES[3]],
-        json_schema_extra={"enum": list(CIFAR10_CLASSES)},
-    )
+    label: str = Field(description="Most probable class (see the model's classes).")
     class_index: int = Field(description="Index of ``label`` in the class list.", examples=[3])
     confidence: float = Field(description="Mean probability of ``label``.")
     probabilities: dict[str, float] = Field(
@@ -349,13 +329,13 @@ class CifarPrediction(BaseModel):
     )
 
 
-class CifarResponse(BaseModel):
-    """Answer to /predict/cifar: one prediction per image, in order."""
+class ClassificationResponse(BaseModel):
+    """Answer of an image-classification model: one prediction per image, in order."""
 
     model: ModelRef
     samples: int = Field(description="Posterior weight samples used.")
     level: float = Field(description="Level of each central interval.")
-    predictions: list[CifarPrediction]
+    predictions: list[ClassificationPrediction]
 
 
 class HealthResponse(BaseModel):
@@ -365,16 +345,29 @@ class HealthResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """A loaded model, as /models lists it."""
+    """A served model, as GET /models lists it."""
 
-    name: str = Field(description="Model name, as in responses.", examples=["wine-bnn"])
-    kind: str = Field(description="Task: regression or classification.", examples=["regression"])
+    name: str = Field(description="Model name, as in responses and routes.", examples=["wine-bnn"])
+    task: str = Field(
+        description="Task kind: tabular-regression or image-classification.",
+        examples=["tabular-regression"],
+    )
+    kind: str = Field(description="The network: tabular-bnn, tabular-gaussian, bayesian-cnn.")
     version: str = Field(description="First 12 hex digits of the checkpoint's sha256.")
     device: str = Field(description="Where it runs, e.g. 'cpu' or 'cuda:0'.")
     default_samples: int = Field(description="Posterior samples when ``samples`` is not given.")
-    max_samples: int = Field(description="Largest ``samples`` accepted.")
-    input: dict[str, Any] = Field(description="Short description of the expected input.")
-    test_metrics: dict[str, float] = Field(
+    max_samples: int = Field(
+        description="Largest ``samples`` that draws more networks (1 for a deterministic one)."
+    )
+    max_instances: int = Field(description="Most rows or images per request.")
+    input: dict[str, Any] = Field(description="The expected input: features, or image formats.")
+    classes: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Class names in index order (classification only).",
+    )
+    members: int = Field(1, description="Networks in the model: 1, or K for an ensemble.")
+    test_metrics: dict[str, int | float | None] = Field(
         description="Test-set metrics recorded in the checkpoint's manifest."
     )
     ready: bool = Field(description="Warmed up and serving.")

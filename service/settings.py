@@ -1,15 +1,22 @@
 """Service settings: environment variables, then an optional TOML file, then defaults.
 
-Per-model settings nest with ``__``: ``WINE_BNN__MAX_WAIT_MS=5`` or, in the file
-named by ``CONFIG_FILE``, ``[wine_bnn] max_wait_ms = 5``. The README lists them all.
+Per-model settings go by model name, with ``__`` after it: ``WINE_BNN__MAX_WAIT_MS=5`` or, in
+the file named by ``CONFIG_FILE``, a table ``[wine-bnn]`` (or ``[wine_bnn]``) holding
+``max_wait_ms = 5``. Names compare without case, with ``-`` and ``_`` alike, since environment
+variables cannot hold a hyphen. What a model does not set comes from its task kind's defaults.
+The README lists every setting.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,8 +27,6 @@ from pydantic_settings import (
 from models.images import MAX_PIXELS
 
 CONFIG_FILE_ENV = "CONFIG_FILE"
-# The served models, by settings name.
-MODEL_KEYS: tuple[str, ...] = ("wine_bnn", "wine_gaussian", "cifar_bcnn")
 MiB = 1024 * 1024
 
 
@@ -30,9 +35,8 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: Path = Field(description="safetensors file, relative to checkpoint_dir")
     optional: bool = Field(
-        False, description="if the checkpoint fails to load, serve 503 on its route, don't exit"
+        False, description="if the checkpoint fails to load, serve 503 for it, don't exit"
     )
     default_samples: int = Field(ge=1, description="posterior samples S when not asked for")
     max_samples: int = Field(ge=1, description="largest S a request may ask for")
@@ -54,43 +58,31 @@ class ModelSettings(BaseModel):
         return self
 
 
-class WineBNNSettings(ModelSettings):
-    checkpoint: Path = Path("wine-bnn.safetensors")
-    default_samples: int = 100
-    max_samples: int = 1000
-    max_instances: int = 1024
-    max_batch_size: int = 1024
+MODEL_SETTING_NAMES = frozenset(ModelSettings.model_fields)
 
 
-class WineGaussianSettings(ModelSettings):
-    checkpoint: Path = Path("wine-gaussian.safetensors")
-    # One deterministic network: any S gives the same answer, and responses say samples=1.
-    default_samples: int = 100
-    max_samples: int = 1000
-    max_instances: int = 1024
-    max_batch_size: int = 4096
-
-
-class CifarSettings(ModelSettings):
-    checkpoint: Path = Path("cifar-bcnn.safetensors")
-    default_samples: int = 32
-    max_samples: int = 64
-    max_instances: int = 64
-    max_batch_size: int = 64
+def settings_key(name: str) -> str:
+    """A model name as settings spell it: ``wine-bnn``, ``WINE_BNN`` → ``wine_bnn``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower())
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore")
 
     device: str = Field("auto", description="auto (CUDA when available), cuda, cuda:N or cpu")
-    checkpoint_dir: Path = Field(Path("checkpoints"), description="folder of the checkpoints")
+    model_repository: Path = Field(
+        Path("checkpoints"), description="folder of NAME.safetensors files with NAME.json beside"
+    )
+    models: tuple[str, ...] | None = Field(
+        None, description="names of the models to serve (JSON list); unset: the whole repository"
+    )
     max_body_bytes: int = Field(8 * MiB, ge=1, description="largest request body; beyond it, 413")
     max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="largest image, width × height")
     log_level: str = Field("info", description="level of the service's own log lines")
-    models: tuple[str, ...] = Field(MODEL_KEYS, description="which models to serve")
-    wine_bnn: WineBNNSettings = WineBNNSettings()
-    wine_gaussian: WineGaussianSettings = WineGaussianSettings()
-    cifar_bcnn: CifarSettings = CifarSettings()
+    per_model: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="settings by model (settings_key of its name); unset fields: task defaults",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -101,21 +93,69 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        sources: tuple[PydanticBaseSettingsSource, ...] = (
+            init_settings,
+            env_settings,
+            _PerModelEnvironment(settings_cls),
+        )
         if config_file := os.environ.get(CONFIG_FILE_ENV):
             path = Path(config_file)
             if not path.is_file():
                 raise FileNotFoundError(f"{CONFIG_FILE_ENV}={config_file}: no such file")
-            sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+            sources += (_PerModelToml(settings_cls, toml_file=path),)
         return sources
 
-    @field_validator("models")
+    @model_validator(mode="before")
     @classmethod
-    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(MODEL_KEYS))
-        if unknown:
-            raise ValueError(f"unknown models {unknown}; choose from {list(MODEL_KEYS)}")
-        return value
+    def _model_names_as_keys(cls, data: Any) -> Any:
+        """``per_model`` keyed by :func:`settings_key`, whichever way a name was spelt."""
+        if not isinstance(data, dict) or not isinstance(data.get("per_model"), dict):
+            return data
+        per_model: dict[str, Any] = {}
+        for name, values in data["per_model"].items():
+            key = settings_key(name)
+            if isinstance(values, dict) and isinstance(per_model.get(key), dict):
+                per_model[key] = {**per_model[key], **values}
+            else:
+                per_model[key] = values
+        return {**data, "per_model": per_model}
 
-    def checkpoint_path(self, model: ModelSettings) -> Path:
-        return self.checkpoint_dir / model.checkpoint
+    def model_settings(self, name: str, defaults: Mapping[str, Any]) -> ModelSettings:
+        """Model ``name``'s settings: what was set for it over its task kind's ``defaults``."""
+        overrides = self.per_model.get(settings_key(name), {})
+        try:
+            return ModelSettings(**{**defaults, **overrides})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise ValueError(f"settings of model {name!r}: {problems}") from None
+
+
+class _PerModelToml(TomlConfigSettingsSource):
+    """The TOML file; its tables not named after a setting are a model's: ``[wine-bnn]``."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(super().__call__())
+        per_model = {
+            settings_key(key): data.pop(key)
+            for key in list(data)
+            if key not in Settings.model_fields and isinstance(data[key], dict)
+        }
+        return {**data, "per_model": per_model} if per_model else data
+
+
+class _PerModelEnvironment(PydanticBaseSettingsSource):
+    """``NAME__FIELD`` variables, FIELD one of :class:`ModelSettings`'s, for any model NAME."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is gathered in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, dict[str, Any]] = {}
+        for variable, value in os.environ.items():
+            name, separator, field = variable.rpartition("__")
+            if separator and name and field.lower() in MODEL_SETTING_NAMES:
+                found.setdefault(settings_key(name), {})[field.lower()] = value
+        return {"per_model": found} if found else {}

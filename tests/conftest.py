@@ -53,8 +53,7 @@ def checkpoint_dir() -> Path:
 def live_server(checkpoint_dir: Path) -> Iterator[LiveServer]:
     """A real uvicorn process serving every model, CIFAR at few samples: for plumbing tests."""
     env = {
-        "CHECKPOINT_DIR": str(checkpoint_dir),
-        "MODELS": '["wine_bnn","wine_gaussian","cifar_bcnn"]',
+        "MODEL_REPOSITORY": str(checkpoint_dir),
         "CIFAR_BCNN__DEFAULT_SAMPLES": "4",
         "CIFAR_BCNN__MAX_SAMPLES": "8",
     }

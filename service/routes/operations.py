@@ -28,7 +28,7 @@ async def readyz(request: Request) -> JSONResponse:
     registry = registry_of(request)
     if registry.ready:
         return JSONResponse({"status": "ok"})
-    waiting = [key for key, served in registry.models.items() if not served.ready]
+    waiting = [name for name, served in registry.models.items() if not served.ready]
     return JSONResponse(
         {"status": "loading", "waiting_for": waiting, "failed": registry.failures},
         status_code=503,
@@ -36,7 +36,12 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/models", response_model=ModelsResponse, summary="The loaded models")
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    response_model_exclude_none=True,
+    summary="The served models: task, inputs, classes, samples, test metrics, readiness",
+)
 async def models(request: Request) -> dict[str, list[dict[str, object]]]:
     registry = registry_of(request)
     return {"models": [served.describe() for served in registry.models.values()]}

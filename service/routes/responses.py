@@ -1,18 +1,8 @@
-"""Query parameters and error responses the predict routes share, for validation and /docs."""
+"""The error responses the predict routes share, for /docs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import Query
-
-SAMPLES_QUERY = Annotated[
-    int | None,
-    Query(ge=1, description="Posterior weight samples S (default and maximum: see GET /models)"),
-]
-LEVEL_QUERY = Annotated[
-    float, Query(gt=0, lt=1, description="Level of the central intervals, 0 < level < 1")
-]
+from typing import Any
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -27,6 +17,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: _error("No model of that name is served; the message lists those that are"),
     413: _error("The body (or one file) is larger than the configured limit"),
     415: _error("Wrong content type, or bytes that are not a decodable image"),
     503: _error("Queue full or model not loaded; see the Retry-After header. Not processed."),

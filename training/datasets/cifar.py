@@ -8,33 +8,34 @@ Reads ``<data_dir>/cifar10/{train,test}/<class>/*.jpg`` (the layout in
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from models.cifar import CIFAR10_CLASSES
-from models.images import decode_image
-from training.datasets.location import DataNotFoundError, fingerprint, resolve_data_dir
+from training.datasets.images import ImageSet, load_image_folder
+from training.datasets.location import DataNotFoundError, resolve_data_dir
 
+# Index order of the labels; also the sorted names of the class folders.
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+IMAGE_SIZE = 32
 Split = Literal["train", "test"]
 PYTHON_RELEASE = "cifar-10-batches-py"
 _BATCHES: dict[str, tuple[str, ...]] = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
     "test": ("test_batch",),
 }
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    images: np.ndarray  # uint8, N × 32 × 32 × 3
-    labels: np.ndarray  # int64, N
-    source: Path
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.images, self.labels)
 
 
 def load_cifar10(
@@ -44,7 +45,9 @@ def load_cifar10(
     root = resolve_data_dir(data_dir)
     jpeg_dir, release_dir = root / "cifar10" / split, root / PYTHON_RELEASE
     if jpeg_dir.is_dir():
-        return _load_jpeg_folders(jpeg_dir, per_class)
+        return load_image_folder(
+            jpeg_dir, size=IMAGE_SIZE, classes=CIFAR10_CLASSES, per_class=per_class
+        )
     if release_dir.is_dir():
         return _load_python_release(release_dir, split, per_class)
     raise DataNotFoundError(
@@ -52,18 +55,6 @@ def load_cifar10(
         f"{jpeg_dir}/<class>/*.jpg, or the original python release (cifar-10-python.tar.gz) "
         f"unpacked as {release_dir}/; pass --data-dir or set $BAYES_DATA_DIR"
     )
-
-
-def _load_jpeg_folders(folder: Path, per_class: int | None) -> ImageSet:
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for index, name in enumerate(CIFAR10_CLASSES):
-        files = sorted((folder / name).glob("*.jpg"))[:per_class]
-        if not files:
-            raise DataNotFoundError(f"no images in {folder / name}")
-        images.extend(decode_image(path.read_bytes()) for path in files)
-        labels.extend([index] * len(files))
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), folder)
 
 
 def _load_python_release(folder: Path, split: Split, per_class: int | None) -> ImageSet:
@@ -79,10 +70,11 @@ def _load_python_release(folder: Path, split: Split, per_class: int | None) -> I
     x = np.concatenate(images).transpose(0, 2, 3, 1)
     y = np.concatenate(labels)
     if per_class is not None:
-        keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
+        classes = range(len(CIFAR10_CLASSES))
+        keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in classes])
         keep.sort()
         x, y = x[keep], y[keep]
-    return ImageSet(np.ascontiguousarray(x), y, folder)
+    return ImageSet(np.ascontiguousarray(x), y, CIFAR10_CLASSES, folder)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

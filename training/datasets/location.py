@@ -26,6 +26,19 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     return _SHARED_DATA
 
 
+def portable_source(path: str | Path, data_dir: str | Path | None = None) -> str:
+    """How a manifest names the data: relative to the data folder, else by its name alone.
+
+    A manifest travels with its checkpoint; the build machine's absolute paths mean nothing
+    elsewhere (and say more about it than they should). The fingerprint names the data exactly.
+    """
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(resolve_data_dir(data_dir).resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def fingerprint(*arrays: np.ndarray) -> str:
     """sha256 of the arrays' shapes, dtypes and bytes: names the exact data a model saw."""
     digest = hashlib.sha256()

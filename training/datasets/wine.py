@@ -13,8 +13,24 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from models.wine import WINE_FEATURES
 from training.datasets.location import DataNotFoundError, fingerprint, resolve_data_dir
+
+# The eleven inputs in UCI column order, by the names the served models (and so the HTTP API)
+# use for them; the target is the UCI file's last column.
+WINE_FEATURES: tuple[str, ...] = (
+    "fixed_acidity",
+    "volatile_acidity",
+    "citric_acid",
+    "residual_sugar",
+    "chlorides",
+    "free_sulfur_dioxide",
+    "total_sulfur_dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+)
+WINE_TARGET = "quality"
 
 TEST_SIZE = 0.15
 SPLIT_SEED = 42

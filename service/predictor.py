@@ -1,0 +1,123 @@
+"""The predict stage: one vectorised pass over S posterior draws for a whole batch.
+
+A batch holds jobs from many requests, each with its own rows, ``samples`` and ``level``. The
+rows are stacked once and run through the first S_max draws of the model's fixed posterior
+(S_max = the largest S asked for); each job then reads its own rows and its first S draws,
+which are exactly the networks it would meet alone. Summaries (means, variances, mixture
+quantiles, entropies) are computed on the device, jobs that share ``samples`` and ``level`` in
+one call, and only those small summaries are copied back to the host, as one
+:class:`BatchResult` per group that each job takes its rows of.
+
+What a task kind adds (:mod:`service.tasks`) is its forward pass and its summary; this module
+knows no model class and nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Self, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.layers import Posterior
+from models.predictive import fixed_posterior, is_bayesian
+
+__all__ = ["BatchResult", "Job", "Predictor"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request's work: its decoded inputs (N rows), and how to summarise them.
+
+    ``samples`` is resolved once, when the request is decoded: the effective number of
+    posterior draws (1 for a model without a posterior), which the answer also reports.
+    """
+
+    inputs: np.ndarray
+    samples: int
+    level: float
+
+    @property
+    def rows(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Per-row summaries of consecutive rows, every field an array (or None) over the rows.
+
+    A task's result subclasses this; :meth:`rows` slices every field alike, so one record
+    goes from the predictor to the JSON encoder without positional unpacking.
+    """
+
+    def rows(self, start: int, stop: int) -> Self:
+        sliced = {
+            field.name: value[start:stop]
+            for field in dataclasses.fields(self)
+            if (value := getattr(self, field.name)) is not None
+        }
+        return dataclasses.replace(self, **sliced)
+
+
+R = TypeVar("R", bound=BatchResult)
+
+
+class Predictor(Generic[R]):
+    """Callable on a batch of jobs; returns one result per job, in order.
+
+    Subclasses say how a batch runs (:meth:`forward`: inputs and posterior in, per-draw
+    outputs ``S × N × ...`` out) and how per-draw outputs are summarised (:meth:`summarise`).
+    """
+
+    def __init__(self, model: nn.Module, *, max_samples: int) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.bayesian = is_bayesian(model)
+        # Drawn once, from a fixed seed: reproducible answers whatever shares the batch.
+        self.posterior: Posterior | None = (
+            fixed_posterior(model, max_samples) if self.bayesian else None
+        )
+        self.max_samples = max_samples if self.bayesian else 1
+
+    def __call__(self, jobs: Sequence[Job]) -> list[R]:
+        inputs = torch.from_numpy(np.concatenate([job.inputs for job in jobs])).to(self.device)
+        posterior = (
+            self.posterior.head(max(job.samples for job in jobs))
+            if self.posterior is not None
+            else None
+        )
+        with torch.inference_mode():
+            outputs = self.forward(inputs, posterior)
+            return self._summarise_by_group(jobs, outputs)
+
+    def forward(self, inputs: Tensor, posterior: Posterior | None) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def summarise(self, outputs: tuple[Tensor, ...], level: float) -> R:
+        raise NotImplementedError
+
+    def _summarise_by_group(self, jobs: Sequence[Job], outputs: tuple[Tensor, ...]) -> list[R]:
+        """Summarise jobs sharing (samples, level) together; hand each job its rows."""
+        bounds = np.cumsum([0, *(job.rows for job in jobs)])
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+        for index, job in enumerate(jobs):
+            groups[(job.samples, job.level)].append(index)
+        results: dict[int, R] = {}
+        for (samples, level), members in groups.items():
+            if len(members) == len(jobs):  # the common case: one group, every row in order
+                group_outputs = tuple(out[:samples] for out in outputs)
+            else:
+                columns = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
+                index = torch.from_numpy(columns).to(outputs[0].device)
+                group_outputs = tuple(out[:samples, index] for out in outputs)
+            summary = self.summarise(group_outputs, level)
+            offset = 0
+            for i in members:
+                results[i] = summary.rows(offset, offset + jobs[i].rows)
+                offset += jobs[i].rows
+        return [results[i] for i in range(len(jobs))]

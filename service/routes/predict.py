@@ -1,0 +1,116 @@
+"""POST /predict/{name} for every model of the repository, and the /wine and /cifar families.
+
+Every route runs :func:`predict`: look the model up, decode the body with its task kind,
+batch, encode. ``/predict/wine?model=X`` is ``/predict/wine-X`` and ``/predict/cifar?model=X``
+is ``/predict/cifar-X``, so every ``wine-*`` and ``cifar-*`` model is reachable there too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.json_response import NumpyJSONResponse
+from service.predictor import Job
+from service.routes.dependencies import registry_of, run_batched
+from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
+from service.routes.responses import ERROR_RESPONSES
+from service.schemas import ClassificationResponse, RegressionResponse
+from service.tasks import TASKS
+
+router = APIRouter(tags=["predict"])
+
+# Route families: /predict/FAMILY?model=X serves model FAMILY-X, X defaulting to these.
+WINE_DEFAULT = "bnn"
+CIFAR_DEFAULT = "bcnn"
+
+
+def _body(*tasks: str) -> dict[str, object]:
+    content: dict[str, object] = {}
+    for task in tasks:
+        content |= TASKS[task].request_body
+    return {"requestBody": {"required": True, "content": content}}
+
+
+async def predict(
+    request: Request, name: str, samples: int | None, level: float
+) -> NumpyJSONResponse:
+    """decode → batch → predict → unbatch → encode, for model ``name``."""
+    job_level = check_level(level)
+    served = registry_of(request).get(name)
+    job_samples = served.resolve_samples(samples)
+    decoded = await served.task.decode(request, served.limits)
+    job = Job(decoded.inputs, job_samples, job_level)
+    result = await run_batched(served, job)
+    return NumpyJSONResponse(
+        {
+            "model": served.ref,
+            "samples": job.samples,
+            "level": job.level,
+            "predictions": served.task.encode(job, result, decoded.context),
+        }
+    )
+
+
+@router.post(
+    "/predict/wine",
+    response_model=RegressionResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_body(TABULAR_REGRESSION),
+    summary="Predict wine quality with an interval and the epistemic/aleatoric split",
+)
+async def predict_wine(
+    request: Request,
+    model: Annotated[
+        str,
+        Query(
+            description="Serves model wine-MODEL: bnn (full Bayes-by-Backprop network), "
+            "gaussian (Gaussian-head network), or any other wine-* model of GET /models"
+        ),
+    ] = WINE_DEFAULT,
+    samples: SAMPLES_QUERY = None,
+    level: LEVEL_QUERY = 0.95,
+) -> NumpyJSONResponse:
+    return await predict(request, f"wine-{model}", samples, level)
+
+
+@router.post(
+    "/predict/cifar",
+    response_model=ClassificationResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_body(IMAGE_CLASSIFICATION),
+    summary="Classify CIFAR-10 images with credible intervals and the entropy split",
+)
+async def predict_cifar(
+    request: Request,
+    model: Annotated[
+        str,
+        Query(
+            description="Serves model cifar-MODEL: bcnn (the Bayesian CNN), or any other "
+            "cifar-* model of GET /models"
+        ),
+    ] = CIFAR_DEFAULT,
+    samples: SAMPLES_QUERY = None,
+    level: LEVEL_QUERY = 0.95,
+) -> NumpyJSONResponse:
+    return await predict(request, f"cifar-{model}", samples, level)
+
+
+@router.post(
+    "/predict/{name}",
+    response_model=RegressionResponse | ClassificationResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_body(*TASKS),
+    summary="Any model of the repository, by name: its body and answer follow its task kind",
+)
+async def predict_model(
+    request: Request,
+    name: Annotated[str, Path(description="The model's name, as GET /models lists it")],
+    samples: SAMPLES_QUERY = None,
+    level: LEVEL_QUERY = 0.95,
+) -> NumpyJSONResponse:
+    return await predict(request, name, samples, level)

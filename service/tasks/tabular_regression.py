@@ -1,0 +1,177 @@
+"""Tabular regression: a row of named features in, a Gaussian predictive over the target out.
+
+Body: ``{"instances": [INSTANCE, ...]}`` or one bare INSTANCE, where an INSTANCE is an object
+with exactly the model's features or an array of them in the model's order. Answer per row:
+mean, std, the exact central interval of the predictive mixture, and the epistemic/aleatoric
+split (``epistemic_std`` null for a model without a distribution over networks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from starlette.requests import Request
+from torch import Tensor
+
+from models.layers import Posterior
+from models.predictive import regression_samples
+from models.tabular import TabularRegressor
+from models.task import TABULAR_REGRESSION
+from service.errors import InputError, error_entry
+from service.inputs import check_content_type, parse_json, table_rows
+from service.predictor import BatchResult, Job, Predictor
+from service.schemas import RegressionResponse, tabular_body_adapter
+from service.tasks.base import Decoded, Limits, Task
+from uncertainty.regression import summarize_regression
+
+__all__ = ["RegressionPredictor", "RegressionResult", "TabularRegression"]
+
+JSON = "application/json"
+
+# The body's shape for any model; each model's feature names are in GET /models.
+_ROW_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "description": "Exactly the model's features, by name (see GET /models).",
+        },
+        {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "The model's features as numbers, in its order.",
+        },
+    ]
+}
+_BODY_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"instances": {"type": "array", "items": _ROW_SCHEMA, "minItems": 1}},
+            "required": ["instances"],
+            "additionalProperties": False,
+        },
+        *_ROW_SCHEMA["oneOf"],
+    ]
+}
+
+
+@dataclass(frozen=True)
+class RegressionResult(BatchResult):
+    """Per-row summaries of the predictive mixture, float32."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    aleatoric_std: np.ndarray
+    epistemic_std: np.ndarray | None  # None: the model has no distribution over networks
+    finite: np.ndarray  # per row: every number above is finite
+
+
+class RegressionPredictor(Predictor[RegressionResult]):
+    def forward(self, inputs: Tensor, posterior: Posterior | None) -> tuple[Tensor, ...]:
+        return regression_samples(self.model, inputs, posterior)
+
+    def summarise(self, outputs: tuple[Tensor, ...], level: float) -> RegressionResult:
+        s = summarize_regression(outputs[0], outputs[1], level)
+        # One copy to the host for all six summaries.
+        stacked = torch.stack([s.mean, s.std, s.lower, s.upper, s.aleatoric_std, s.epistemic_std])
+        mean, std, lower, upper, aleatoric, epistemic = arrays = stacked.cpu().numpy()
+        return RegressionResult(
+            mean=mean,
+            std=std,
+            lower=lower,
+            upper=upper,
+            aleatoric_std=aleatoric,
+            epistemic_std=epistemic if self.bayesian else None,
+            finite=np.isfinite(arrays).all(axis=0),
+        )
+
+
+class TabularRegression(Task[RegressionResult, bool]):
+    """The decode context is whether the body was a batch, for the locations of errors."""
+
+    name: ClassVar[str] = TABULAR_REGRESSION
+    defaults: ClassVar[dict[str, Any]] = {
+        "default_samples": 100,
+        "max_samples": 1000,
+        "max_instances": 1024,
+        "max_batch_size": 1024,
+    }
+    response_model = RegressionResponse
+    request_body: ClassVar[dict[str, Any]] = {JSON: {"schema": _BODY_SCHEMA}}
+
+    model: TabularRegressor
+
+    def __init__(self, model: TabularRegressor) -> None:
+        super().__init__(model)
+        self.features = model.features
+        # The training means: a typical row, shown in the examples and used for warm-up.
+        self.typical_row = model.standardize.mean.detach().cpu().numpy().astype(np.float32)
+        self.body = tabular_body_adapter(self.features, self.typical_row.tolist())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "input": {
+                "type": "features",
+                "features": list(self.features),
+                "target": self.model.target_name,
+                "example": dict(zip(self.features, self.typical_row.tolist(), strict=True)),
+            }
+        }
+
+    def warm_up_inputs(self) -> np.ndarray:
+        return self.typical_row[None]
+
+    def predictor(self, max_samples: int) -> RegressionPredictor:
+        return RegressionPredictor(self.model, max_samples=max_samples)
+
+    async def decode(self, request: Request, limits: Limits) -> Decoded[bool]:
+        check_content_type(request.headers.get("content-type"), (JSON,))
+        payload = parse_json(await request.body())
+        rows = table_rows(payload, self.body, self.features, max_instances=limits.max_instances)
+        return Decoded(rows, isinstance(payload, dict) and "instances" in payload)
+
+    def encode(self, job: Job, result: RegressionResult, batched: bool) -> list[dict[str, Any]]:
+        _check_finite(result, batched=batched)
+        epistemic = (
+            result.epistemic_std if result.epistemic_std is not None else [None] * job.rows
+        )
+        return [
+            {
+                "mean": mean,
+                "std": std,
+                "interval": {"lower": lower, "upper": upper},
+                "epistemic_std": epistemic_std,
+                "aleatoric_std": aleatoric_std,
+            }
+            for mean, std, lower, upper, epistemic_std, aleatoric_std in zip(
+                result.mean,
+                result.std,
+                result.lower,
+                result.upper,
+                epistemic,
+                result.aleatoric_std,
+                strict=True,
+            )
+        ]
+
+
+def _check_finite(result: RegressionResult, *, batched: bool) -> None:
+    """Inputs far outside the training data can overflow the network: say so, per instance."""
+    if result.finite.all():
+        return
+    raise InputError.from_entries(
+        [
+            error_entry(
+                loc=("body", "instances", int(i)) if batched else ("body",),
+                msg="The model's prediction overflows for this input: its values lie far "
+                "outside the range of the training data",
+            )
+            for i in np.flatnonzero(~result.finite)
+        ]
+    )
