@@ -60,7 +60,7 @@ WORKDIR /app
 # mounted here overrides them; a new named volume starts as a copy, owned by app, so that
 # `docker compose --profile train run train` can write into it.
 COPY --chown=10001:10001 checkpoints/ checkpoints/
-ENV CHECKPOINT_DIR=/app/checkpoints \
+ENV MODEL_REPOSITORY=/app/checkpoints \
     PORT=8000 \
     WORKERS=1
 # Numeric, so that a runtime can check it is not root without reading /etc/passwd.

@@ -4,12 +4,15 @@
 
     wine = [7.0, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3.0, 0.45, 8.8]  # UCI column order
     with Client("http://localhost:8000") as client:
-        result = client.predict_wine([wine], samples=200)
+        result = client.predict("wine-bnn", [wine], samples=200)  # or client.predict_wine
     print(result.predictions[0].interval.lower, result.predictions[0].epistemic_std)
 
-:class:`AsyncClient` is its asyncio twin. Results are the service's own response models
-(:mod:`service.schemas`), so the client cannot drift from what the server sends. Long inputs
-are split into requests within the service's per-request limits and the answers joined.
+Any served model is called by name; its entry in ``GET /models`` (fetched once per client)
+says what it takes and answers, and how many rows or images one request may carry, so long
+inputs are split to fit and the answers joined in order. :class:`AsyncClient` is the asyncio
+twin. Results are the service's own response models (:mod:`service.schemas`), so the client
+cannot drift from what the server sends. It needs only httpx and those models, no torch: it
+runs on machines that have neither the networks nor a GPU.
 """
 
 from __future__ import annotations
@@ -21,40 +24,65 @@ import numbers
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
-from service.schemas import CifarResponse, WineResponse
-from service.settings import CifarSettings, WineBNNSettings, WineGaussianSettings
+from service.schemas import ClassificationResponse, ModelInfo, ModelsResponse, RegressionResponse
 
 __all__ = [
+    "CIFAR_DEFAULT",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_URL",
+    "IMAGE_CLASSIFICATION",
+    "TABULAR_REGRESSION",
+    "WINE_DEFAULT",
     "AsyncClient",
     "Client",
     "ImageInput",
+    "PredictResponse",
     "ServiceError",
     "ServiceUnavailableError",
-    "WineRow",
+    "TabularRow",
     "describe_detail",
     "retry_after",
 ]
 
 DEFAULT_URL: Final = "http://localhost:8000"
 DEFAULT_TIMEOUT_S: Final = 60.0
-# Rows or images per request: the service's default limits (a 422 beyond them).
-WINE_CHUNK: Final = min(WineBNNSettings().max_instances, WineGaussianSettings().max_instances)
-CIFAR_CHUNK: Final = CifarSettings().max_instances
+DEFAULT_RETRIES: Final = 3
+DEFAULT_MAX_RETRY_WAIT_S: Final = 30.0
+# Route families, as the service has them: predict_wine(model=X) is model wine-X, and
+# predict_cifar(model=X) is cifar-X.
+WINE_DEFAULT: Final = "bnn"
+CIFAR_DEFAULT: Final = "bcnn"
 
-WineRow: TypeAlias = Mapping[str, float] | Sequence[float]
-"""A wine: its eleven features by name, or as numbers in UCI column order."""
+# The task kinds of GET /models, as models/task.py spells them (a test keeps them equal): the
+# client must not import the models package, which ships with the service, not with clients.
+TABULAR_REGRESSION: Final = "tabular-regression"
+IMAGE_CLASSIFICATION: Final = "image-classification"
+
+TabularRow: TypeAlias = Mapping[str, float] | Sequence[float]
+"""A row: its features by name, or numbers in the model's feature order (NumPy rows too)."""
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes
 """An image file: its path, or its bytes (PNG, JPEG, BMP, GIF or WebP)."""
+PredictResponse: TypeAlias = RegressionResponse | ClassificationResponse
 
-Response = TypeVar("Response", WineResponse, CifarResponse)
+Answer = TypeVar("Answer", bound=BaseModel)
+
+# What each task kind answers with.
+_RESPONSES: Final[dict[str, type[PredictResponse]]] = {
+    TABULAR_REGRESSION: RegressionResponse,
+    IMAGE_CLASSIFICATION: ClassificationResponse,
+}
 
 
 class ServiceError(Exception):
@@ -166,9 +194,14 @@ def _url(request: httpx.Request) -> str:
     return str(request.url.copy_with(query=None))
 
 
-def _answer(response: httpx.Response, model: type[Response]) -> Response:
+def _answer(response: httpx.Response, model: type[Answer]) -> Answer:
+    _raise_for_status(response)
+    return model.model_validate(response.json())
+
+
+def _raise_for_status(response: httpx.Response) -> None:
     if response.is_success:
-        return model.model_validate(response.json())
+        return
     cls = ServiceUnavailableError if response.status_code == 503 else ServiceError
     raise cls(response.status_code, _detail(response), url=_url(response.request))
 
@@ -180,35 +213,102 @@ def _detail(response: httpx.Response) -> Any:
         return response.text or response.reason_phrase
 
 
-def _wine_requests(
-    rows: Iterable[WineRow], model: str, samples: int | None, level: float, chunk_size: int
+# ---------------------------------------------------------------------------------------------
+# Requests, the same for both clients: what to send for a model, given its GET /models entry.
+
+
+def _predict_path(name: str) -> str:
+    return f"/predict/{quote(name, safe='')}"
+
+
+# Sent only to learn why a name is missing from GET /models: the server looks the model up
+# before it reads the body, so its 404 (or 503 for a model that failed to load) says why.
+_PROBE: Final[dict[str, Any]] = {"json": {"instances": []}}
+
+
+def _raise_unless_served(probe: httpx.Response) -> None:
+    """The probe's 404 or 5xx as an error; anything else means the model is served after all."""
+    if probe.status_code == 404 or probe.status_code >= 500:
+        _raise_for_status(probe)
+
+
+def _find(models: ModelsResponse, name: str) -> ModelInfo | None:
+    return next((info for info in models.models if info.name == name), None)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The requests of one prediction: where, the answer's type, and each chunk's body."""
+
+    path: str
+    response: type[PredictResponse]
+    requests: Iterator[dict[str, Any]]
+
+
+def _plan(
+    info: ModelInfo,
+    inputs: Iterable[Any],
+    samples: int | None,
+    level: float,
+    chunk_size: int | None,
+    expected_task: str | None = None,
+) -> _Plan:
+    """Check ``inputs`` against model ``info`` and cut them into requests of its size.
+
+    Everything but sending is here, so that the blocking and asyncio clients cannot differ.
+    """
+    if expected_task is not None and info.task != expected_task:
+        raise ValueError(f"model {info.name} is for {info.task}, not {expected_task}")
+    response = _RESPONSES.get(info.task)
+    if response is None:
+        raise ValueError(
+            f"model {info.name} has task {info.task!r}, which this client does not know "
+            f"(it knows {', '.join(_RESPONSES)})"
+        )
+    if isinstance(inputs, str | bytes | os.PathLike | Mapping):
+        raise TypeError(
+            f"inputs are a list of rows or images, not one {type(inputs).__name__}; "
+            "wrap a single one in a list"
+        )
+    size = info.max_instances if chunk_size is None else chunk_size
+    if size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {size}")
+    params = _params(samples, level)
+    if info.task == TABULAR_REGRESSION:
+        requests = _tabular_requests(inputs, params, size)
+    else:
+        requests = _image_requests(inputs, params, size)
+    return _Plan(_predict_path(info.name), response, requests)
+
+
+def _tabular_requests(
+    rows: Iterable[TabularRow], params: dict[str, Any], size: int
 ) -> Iterator[dict[str, Any]]:
-    """Keyword arguments of each /predict/wine request."""
-    instances = [_wine_instance(row) for row in rows]
+    """Keyword arguments of each request: rows as JSON instances."""
+    instances = [_tabular_instance(row) for row in rows]
     if not instances:
         raise ValueError("no rows to predict")
-    params = _params(samples, level, model=model)
-    for chunk in _chunks(instances, chunk_size):
-        yield {"params": params, "json": {"instances": chunk}}
+    return ({"params": params, "json": {"instances": chunk}} for chunk in _chunks(instances, size))
 
 
-def _cifar_requests(
-    images: Iterable[ImageInput], samples: int | None, level: float, chunk_size: int
+def _image_requests(
+    images: Iterable[ImageInput], params: dict[str, Any], size: int
 ) -> Iterator[dict[str, Any]]:
-    """Keyword arguments of each /predict/cifar request; files are read one chunk at a time."""
+    """Keyword arguments of each multipart request; files are read one chunk at a time."""
     numbered = list(enumerate(images))  # bytes are named by their place in the whole input
     if not numbered:
         raise ValueError("no images to classify")
-    params = _params(samples, level)
-    for chunk in _chunks(numbered, chunk_size):
-        yield {"params": params, "files": [_image_part(i, image) for i, image in chunk]}
+    return (
+        {"params": params, "files": [_image_part(i, image) for i, image in chunk]}
+        for chunk in _chunks(numbered, size)
+    )
 
 
-def _wine_instance(row: WineRow) -> dict[str, Any] | list[Any]:
+def _tabular_instance(row: TabularRow) -> dict[str, Any] | list[Any]:
     if isinstance(row, Mapping):
         return {str(name): _plain(value) for name, value in row.items()}
-    if isinstance(row, str | bytes):
-        raise TypeError(f"a wine row is a mapping or a sequence of numbers, not {row!r}")
+    if isinstance(row, str | bytes) or not isinstance(row, Iterable):
+        raise TypeError(f"a row is a mapping or a sequence of numbers, not {row!r}")
     return [_plain(value) for value in row]
 
 
@@ -222,35 +322,45 @@ def _plain(value: Any) -> Any:
 def _image_part(index: int, image: ImageInput) -> tuple[str, tuple[str, bytes, str]]:
     if isinstance(image, bytes):
         name, content = f"image-{index}", image
-    else:
+    elif isinstance(image, str | os.PathLike):
         path = Path(image)
         name, content = path.name, path.read_bytes()
+    else:
+        raise TypeError(f"an image is a path or bytes, not {type(image).__name__}")
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return ("files", (name, content, media_type))
 
 
-def _params(samples: int | None, level: float, **extra: str) -> dict[str, Any]:
-    params: dict[str, Any] = {**extra, "level": level}
+def _params(samples: int | None, level: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"level": level}
     if samples is not None:
         params["samples"] = samples
     return params
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    if size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _join(parts: list[Response]) -> Response:
+def _join(parts: list[PredictResponse]) -> PredictResponse:
     """One answer from the answers to consecutive chunks, predictions in input order."""
     predictions = [prediction for part in parts for prediction in part.predictions]
     return parts[0].model_copy(update={"predictions": predictions})
 
 
+def _typed(response: PredictResponse, expected: type[Answer]) -> Answer:
+    """Narrow a prediction's type for the wine and CIFAR shortcuts (the plan checked it)."""
+    assert isinstance(response, expected)
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+# The clients.
+
+
 class Client:
-    """Blocking client: ``with Client(url) as client: client.predict_wine(rows)``.
+    """Blocking client: ``with Client(url) as client: client.predict("wine-bnn", rows)``.
 
     ``retries`` bounds the extra tries after a 503 or a failed connection, ``max_retry_wait``
     the seconds spent waiting between them. ``transport`` and ``sleep`` are for tests.
@@ -261,8 +371,8 @@ class Client:
         base_url: str = DEFAULT_URL,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        retries: int = 3,
-        max_retry_wait: float = 30.0,
+        retries: int = DEFAULT_RETRIES,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT_S,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -270,6 +380,7 @@ class Client:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._retries = _RetryPolicy(retries, max_retry_wait)
         self._sleep = sleep
+        self._models: ModelsResponse | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -285,42 +396,85 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def predict_wine(
+    def models(self, *, refresh: bool = False) -> ModelsResponse:
+        """GET /models: fetched on first use and kept; ``refresh`` asks again (``ready``)."""
+        if self._models is None or refresh:
+            self._models = _answer(self._send("GET", "/models", {}), ModelsResponse)
+        return self._models
+
+    def model_info(self, name: str) -> ModelInfo:
+        """Model ``name``'s entry; a name not served raises the server's 404 as ServiceError."""
+        info = _find(self.models(), name)
+        if info is None:
+            _raise_unless_served(self._send("POST", _predict_path(name), _PROBE))
+            # The server has it now (it was restarted with another repository): ask again.
+            info = _find(self.models(refresh=True), name)
+        if info is None:
+            raise ServiceError(
+                None, f"model {name} is not listed by GET /models", url=self.base_url
+            )
+        return info
+
+    def predict(
         self,
-        rows: Iterable[WineRow],
+        name: str,
+        inputs: Iterable[Any],
         *,
-        model: str = "bnn",
         samples: int | None = None,
         level: float = 0.95,
-        chunk_size: int = WINE_CHUNK,
-    ) -> WineResponse:
-        """Quality score of each wine with its interval and epistemic/aleatoric split."""
-        requests = _wine_requests(rows, model, samples, level, chunk_size)
-        return _join([self._post("/predict/wine", WineResponse, r) for r in requests])
+        chunk_size: int | None = None,
+    ) -> PredictResponse:
+        """Model ``name``'s answer for ``inputs``: rows for a tabular model, images otherwise.
+
+        At most ``chunk_size`` inputs per request (default: the model's ``max_instances``).
+        """
+        plan = _plan(self.model_info(name), inputs, samples, level, chunk_size)
+        return self._run(plan)
+
+    def predict_wine(
+        self,
+        rows: Iterable[TabularRow],
+        *,
+        model: str = WINE_DEFAULT,
+        samples: int | None = None,
+        level: float = 0.95,
+        chunk_size: int | None = None,
+    ) -> RegressionResponse:
+        """``predict(f"wine-{model}", rows)``: quality scores with the uncertainty split."""
+        info = self.model_info(f"wine-{model}")
+        plan = _plan(info, rows, samples, level, chunk_size, TABULAR_REGRESSION)
+        return _typed(self._run(plan), RegressionResponse)
 
     def predict_cifar(
         self,
         images: Iterable[ImageInput],
         *,
+        model: str = CIFAR_DEFAULT,
         samples: int | None = None,
         level: float = 0.95,
-        chunk_size: int = CIFAR_CHUNK,
-    ) -> CifarResponse:
-        """CIFAR-10 class of each image with credible intervals and the entropy split."""
-        requests = _cifar_requests(images, samples, level, chunk_size)
-        return _join([self._post("/predict/cifar", CifarResponse, r) for r in requests])
+        chunk_size: int | None = None,
+    ) -> ClassificationResponse:
+        """``predict(f"cifar-{model}", images)``: classes with intervals and entropy split."""
+        info = self.model_info(f"cifar-{model}")
+        plan = _plan(info, images, samples, level, chunk_size, IMAGE_CLASSIFICATION)
+        return _typed(self._run(plan), ClassificationResponse)
 
-    def _post(self, path: str, model: type[Response], request_kwargs: dict[str, Any]) -> Response:
+    def _run(self, plan: _Plan) -> PredictResponse:
+        return _join(
+            [_answer(self._send("POST", plan.path, r), plan.response) for r in plan.requests]
+        )
+
+    def _send(self, method: str, path: str, request_kwargs: dict[str, Any]) -> httpx.Response:
         tries = self._retries.start()
         while True:
-            request = self._http.build_request("POST", path, **request_kwargs)
+            request = self._http.build_request(method, path, **request_kwargs)
             try:
                 outcome: httpx.Response | httpx.TransportError = self._http.send(request)
             except httpx.TransportError as exc:
                 outcome = exc
             step = tries.after(request, outcome)
             if isinstance(step, httpx.Response):
-                return _answer(step, model)
+                return step
             self._sleep(step)
 
 
@@ -332,8 +486,8 @@ class AsyncClient:
         base_url: str = DEFAULT_URL,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        retries: int = 3,
-        max_retry_wait: float = 30.0,
+        retries: int = DEFAULT_RETRIES,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT_S,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -341,6 +495,9 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
         self._retries = _RetryPolicy(retries, max_retry_wait)
         self._sleep = sleep
+        self._models: ModelsResponse | None = None
+        # Concurrent first calls wait for one GET /models instead of each sending their own.
+        self._models_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         return self
@@ -356,42 +513,87 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def predict_wine(
+    async def models(self, *, refresh: bool = False) -> ModelsResponse:
+        """GET /models: fetched on first use and kept; ``refresh`` asks again (``ready``)."""
+        async with self._models_lock:
+            if self._models is None or refresh:
+                response = await self._send("GET", "/models", {})
+                self._models = _answer(response, ModelsResponse)
+            return self._models
+
+    async def model_info(self, name: str) -> ModelInfo:
+        """Model ``name``'s entry; a name not served raises the server's 404 as ServiceError."""
+        info = _find(await self.models(), name)
+        if info is None:
+            _raise_unless_served(await self._send("POST", _predict_path(name), _PROBE))
+            # The server has it now (it was restarted with another repository): ask again.
+            info = _find(await self.models(refresh=True), name)
+        if info is None:
+            raise ServiceError(
+                None, f"model {name} is not listed by GET /models", url=self.base_url
+            )
+        return info
+
+    async def predict(
         self,
-        rows: Iterable[WineRow],
+        name: str,
+        inputs: Iterable[Any],
         *,
-        model: str = "bnn",
         samples: int | None = None,
         level: float = 0.95,
-        chunk_size: int = WINE_CHUNK,
-    ) -> WineResponse:
-        """Quality score of each wine with its interval and epistemic/aleatoric split."""
-        requests = _wine_requests(rows, model, samples, level, chunk_size)
-        return _join([await self._post("/predict/wine", WineResponse, r) for r in requests])
+        chunk_size: int | None = None,
+    ) -> PredictResponse:
+        """Model ``name``'s answer for ``inputs``: rows for a tabular model, images otherwise.
+
+        At most ``chunk_size`` inputs per request (default: the model's ``max_instances``).
+        """
+        plan = _plan(await self.model_info(name), inputs, samples, level, chunk_size)
+        return await self._run(plan)
+
+    async def predict_wine(
+        self,
+        rows: Iterable[TabularRow],
+        *,
+        model: str = WINE_DEFAULT,
+        samples: int | None = None,
+        level: float = 0.95,
+        chunk_size: int | None = None,
+    ) -> RegressionResponse:
+        """``predict(f"wine-{model}", rows)``: quality scores with the uncertainty split."""
+        info = await self.model_info(f"wine-{model}")
+        plan = _plan(info, rows, samples, level, chunk_size, TABULAR_REGRESSION)
+        return _typed(await self._run(plan), RegressionResponse)
 
     async def predict_cifar(
         self,
         images: Iterable[ImageInput],
         *,
+        model: str = CIFAR_DEFAULT,
         samples: int | None = None,
         level: float = 0.95,
-        chunk_size: int = CIFAR_CHUNK,
-    ) -> CifarResponse:
-        """CIFAR-10 class of each image with credible intervals and the entropy split."""
-        requests = _cifar_requests(images, samples, level, chunk_size)
-        return _join([await self._post("/predict/cifar", CifarResponse, r) for r in requests])
+        chunk_size: int | None = None,
+    ) -> ClassificationResponse:
+        """``predict(f"cifar-{model}", images)``: classes with intervals and entropy split."""
+        info = await self.model_info(f"cifar-{model}")
+        plan = _plan(info, images, samples, level, chunk_size, IMAGE_CLASSIFICATION)
+        return _typed(await self._run(plan), ClassificationResponse)
 
-    async def _post(
-        self, path: str, model: type[Response], request_kwargs: dict[str, Any]
-    ) -> Response:
+    async def _run(self, plan: _Plan) -> PredictResponse:
+        # One chunk after another, as the blocking client: the service's queue is shared.
+        parts = [
+            _answer(await self._send("POST", plan.path, r), plan.response) for r in plan.requests
+        ]
+        return _join(parts)
+
+    async def _send(self, method: str, path: str, request_kwargs: dict[str, Any]) -> httpx.Response:
         tries = self._retries.start()
         while True:
-            request = self._http.build_request("POST", path, **request_kwargs)
+            request = self._http.build_request(method, path, **request_kwargs)
             try:
                 outcome: httpx.Response | httpx.TransportError = await self._http.send(request)
             except httpx.TransportError as exc:
                 outcome = exc
             step = tries.after(request, outcome)
             if isinstance(step, httpx.Response):
-                return _answer(step, model)
+                return step
             await self._sleep(step)

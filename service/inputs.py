@@ -164,6 +164,8 @@ async def image_files_from_multipart(
                 for index, upload in enumerate(uploads)
                 if isinstance(upload, UploadFile)
             ]
+    except InputError:
+        raise  # ours (an HTTPException too): already says what is wrong
     except (HTTPException, MultiPartException) as exc:
         # Starlette answers a malformed multipart body with a bare 400; the contract says 422.
         message = exc.detail if isinstance(exc, HTTPException) else exc.message

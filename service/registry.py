@@ -119,6 +119,7 @@ class ModelRegistry:
     models: dict[str, ServedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     _optional: set[str] = field(default_factory=set)
+    _opened: bool = False
 
     @property
     def ready(self) -> bool:
@@ -138,6 +139,7 @@ class ModelRegistry:
         except RepositoryError as exc:
             raise StartupError(str(exc)) from exc
         names = self._names_to_serve(found, folder)
+        self._opened = True
         for name in names:
             optional = self._is_optional(name)
             if optional:
@@ -179,10 +181,13 @@ class ModelRegistry:
                 )
         keys = {settings_key(name) for name in found}
         strays = sorted(set(self.settings.per_model) - keys)
-        if strays:
-            raise StartupError(
-                f"there are settings for models {strays} (NAME__SETTING variables or [NAME] "
-                f"tables), but {folder} holds no such model; it holds: {listing}"
+        if strays:  # most likely a typo (WINE_BN__MAX_WAIT_MS): say so, loudly
+            logger.warning(
+                "settings for models %s (NAME__SETTING variables or [NAME] tables) name no "
+                "model of %s, and are ignored; it holds: %s",
+                strays,
+                folder,
+                listing,
             )
         return names
 
@@ -262,6 +267,8 @@ class ModelRegistry:
             )
         served = self.models.get(name)
         if served is None:
+            if not self._opened:  # the repository is not even listed yet
+                raise ServiceUnavailable("the service is starting", retry_after=WARMING_UP_RETRY_S)
             raise ModelNotFound(name, sorted(self.models))
         if not served.ready:
             raise ServiceUnavailable(

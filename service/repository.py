@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.checkpoint import manifest_path
-
 CHECKPOINT_SUFFIX = ".safetensors"
 
 __all__ = ["CHECKPOINT_SUFFIX", "RepositoryError", "find_models"]
@@ -30,8 +28,3 @@ def find_models(folder: Path) -> dict[str, Path]:
         )
     return {path.stem: path for path in sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"))}
 
-
-def describe_missing(name: str, folder: Path) -> str:
-    """Why ``name`` is not served: what to put where."""
-    checkpoint = folder / f"{name}{CHECKPOINT_SUFFIX}"
-    return f"expected {checkpoint} and {manifest_path(checkpoint).name} beside it"

@@ -45,8 +45,6 @@ __all__ = [
 # Larger magnitudes overflow to infinity once cast to the networks' float32 input.
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
-# Larger magnitudes overflow to infinity once cast to the networks' float32 input.
-_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 
 def _finite_number(value: Any) -> float:

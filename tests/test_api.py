@@ -37,13 +37,14 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from torch import nn
 
-import service.registry
+import service.tasks.tabular_regression
 from models.checkpoint import load_checkpoint
 from models.device import resolve_device
 from models.predictive import fixed_posterior, regression_samples
 from service.app import create_app
 from service.registry import ModelRegistry, ServedModel, StartupError
 from service.settings import Settings
+from service.tasks.tabular_regression import TabularRegression
 
 T = TypeVar("T")
 
@@ -118,7 +119,7 @@ class Api:
     def registry(self) -> ModelRegistry:
         return self.app.state.registry
 
-    def served(self, key: str) -> ServedModel[Any]:
+    def served(self, key: str) -> ServedModel:
         return self.registry.models[key]
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -140,6 +141,11 @@ class Api:
 
     def wine_ok(self, body: object, **params: Any) -> dict[str, Any]:
         response = self.wine(body, **params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def post_ok(self, url: str, body: object, **params: Any) -> dict[str, Any]:
+        response = self.post(url, json=body, params=params)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -194,15 +200,16 @@ def serving(
 
 
 def make_settings(checkpoint_dir: Path, **overrides: Any) -> Settings:
-    """Test settings: small limits, CIFAR at most 8 samples; per-model overrides are merged."""
+    """Test settings: small limits, CIFAR at most 8 samples; per-model overrides are merged.
+
+    A keyword named after a model (``wine_bnn={...}``) sets that model's settings."""
     fields: dict[str, Any] = {
-        "checkpoint_dir": checkpoint_dir,
+        "model_repository": checkpoint_dir,
         "max_body_bytes": MAX_BODY_BYTES,
         "log_level": "warning",
     }
     per_model: dict[str, dict[str, Any]] = {
         "wine_bnn": {"max_instances": WINE_MAX_INSTANCES},
-        "wine_gaussian": {},
         "cifar_bcnn": {
             "max_samples": CIFAR_MAX_SAMPLES,
             "default_samples": CIFAR_DEFAULT_SAMPLES,
@@ -210,11 +217,11 @@ def make_settings(checkpoint_dir: Path, **overrides: Any) -> Settings:
         },
     }
     for key, value in overrides.items():
-        if key in per_model:
-            per_model[key] |= value
-        else:
+        if key in Settings.model_fields:
             fields[key] = value
-    return Settings(**fields, **per_model)
+        else:
+            per_model[key] = per_model.get(key, {}) | value
+    return Settings(**fields, per_model=per_model)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -268,12 +275,12 @@ class Gate:
         self._entered = threading.Event()
         self.calls: list[tuple[Any, ...]] = []
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(args)
         self._entered.set()
         if not self._open.wait(HANG_GUARD_S):
             raise TimeoutError("the test never opened the gate")
-        return self._wrapped(*args)
+        return self._wrapped(*args, **kwargs)
 
     def open(self) -> None:
         self._open.set()
@@ -311,18 +318,18 @@ def close_gate(
         gate.open()
 
 
-def hold_model(close_gate: Callable[[object, str], Gate], served: ServedModel[Any]) -> Gate:
+def hold_model(close_gate: Callable[[object, str], Gate], served: ServedModel) -> Gate:
     """Make the model's passes wait: requests then stay in its batcher's queue."""
     assert served.batcher is not None
     return close_gate(served.batcher, "_predict")
 
 
-async def queue_depth_reaches(served: ServedModel[Any], depth: int) -> None:
+async def queue_depth_reaches(served: ServedModel, depth: int) -> None:
     async def reached() -> bool:
         assert served.batcher is not None
         return served.batcher.queue_depth == depth
 
-    await eventually(reached, f"{depth} requests queued for {served.key}")
+    await eventually(reached, f"{depth} requests queued for {served.name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,8 +476,8 @@ def test_readyz_and_predict_are_503_with_retry_after_before_the_lifespan_has_run
 def test_readyz_turns_200_only_once_warm_up_has_finished(
     checkpoint_dir: Path, start_app: Callable[..., Api], close_gate: Callable[[object, str], Gate]
 ) -> None:
-    warm_up = close_gate(service.registry, "_build_predictor")
-    api = start_app(make_settings(checkpoint_dir, models=("wine_gaussian",)), wait_ready=False)
+    warm_up = close_gate(service.tasks.tabular_regression, "RegressionPredictor")
+    api = start_app(make_settings(checkpoint_dir, models=("wine-gaussian",)), wait_ready=False)
     api.run(warm_up.entered())
 
     waiting = api.get("/readyz")
@@ -493,11 +500,20 @@ def test_models_lists_names_versions_from_the_file_hash_and_manifest_metrics(
     for name, entry in listed.items():
         assert entry["version"] == sha256_of(checkpoint_dir / f"{name}.safetensors")[:12]
         assert entry["test_metrics"] == manifest_of(checkpoint_dir, name)["test_metrics"]
-    assert listed["wine-bnn"]["kind"] == "regression"
-    assert listed["wine-bnn"]["input"]["features"] == list(FEATURES)
-    assert (listed["wine-bnn"]["default_samples"], listed["wine-bnn"]["max_samples"]) == (100, 1000)
-    assert listed["cifar-bcnn"]["kind"] == "classification"
-    assert listed["cifar-bcnn"]["input"]["classes"] == list(CLASSES)
+    wine, cifar = listed["wine-bnn"], listed["cifar-bcnn"]
+    assert (wine["task"], wine["kind"], wine["members"]) == ("tabular-regression", "tabular-bnn", 1)
+    assert wine["input"]["features"] == list(FEATURES)
+    assert wine["input"]["target"] == "quality"
+    assert list(wine["input"]["example"]) == list(FEATURES)
+    assert (wine["default_samples"], wine["max_samples"]) == (100, 1000)
+    assert wine["max_instances"] == WINE_MAX_INSTANCES
+    assert "classes" not in wine
+    gaussian = listed["wine-gaussian"]
+    assert (gaussian["default_samples"], gaussian["max_samples"]) == (1, 1)  # one network
+    assert gaussian["test_metrics"]["mean_epistemic_std"] is None
+    assert (cifar["task"], cifar["kind"]) == ("image-classification", "bayesian-cnn")
+    assert cifar["classes"] == list(CLASSES)
+    assert cifar["input"]["size"] == [32, 32]
     assert (listed["cifar-bcnn"]["default_samples"], listed["cifar-bcnn"]["max_samples"]) == (
         CIFAR_DEFAULT_SAMPLES,
         CIFAR_MAX_SAMPLES,
@@ -546,9 +562,12 @@ def test_openapi_describes_both_predict_routes(api: Api) -> None:
     response = api.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for route in ("/predict/wine", "/predict/cifar"):
+    for route in ("/predict/wine", "/predict/cifar", "/predict/{name}"):
         parameters = {parameter["name"] for parameter in paths[route]["post"]["parameters"]}
         assert {"samples", "level"} <= parameters
+    any_model = paths["/predict/{name}"]["post"]["requestBody"]["content"]
+    assert set(any_model) == {"application/json", "multipart/form-data"}
+    assert "model" in {p["name"] for p in paths["/predict/wine"]["post"]["parameters"]}
     for route in ("/healthz", "/readyz", "/models", "/metrics"):
         assert "get" in paths[route]
 
@@ -718,7 +737,7 @@ def test_wine_answers_are_the_same_alone_and_inside_a_concurrent_batch(
         )
         for rows, samples, level in requests
     ]
-    assert_same_alone_and_in_one_batch(api, close_gate, "wine_bnn", sends)
+    assert_same_alone_and_in_one_batch(api, close_gate, "wine-bnn", sends)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -839,7 +858,8 @@ def test_wine_rejects_more_instances_than_the_limit(api: Api) -> None:
         ("/predict/wine", {"level": 0}, ["query", "level"]),
         ("/predict/wine", {"level": 1}, ["query", "level"]),
         ("/predict/wine", {"samples": "many"}, ["query", "samples"]),
-        ("/predict/wine", {"model": "forest"}, ["query", "model"]),
+        ("/predict/wine", {"level": 0.9999999999999999}, ["query", "level"]),
+        ("/predict/wine", {"level": "nan"}, ["query", "level"]),
         ("/predict/cifar", {"samples": 0}, ["query", "samples"]),
         ("/predict/cifar", {"samples": CIFAR_MAX_SAMPLES + 1}, ["query", "samples"]),
         ("/predict/cifar", {"level": 0}, ["query", "level"]),
@@ -854,6 +874,44 @@ def test_predict_rejects_a_query_parameter_out_of_range(
     else:
         response = api.cifar_files([("cat.png", image_file("PNG"))], **params)
     assert loc_of(response) == loc
+
+
+@pytest.mark.parametrize(
+    ("route", "params", "name"),
+    [
+        ("/predict/wine", {"model": "forest"}, "wine-forest"),
+        ("/predict/cifar", {"model": "resnet"}, "cifar-resnet"),
+        ("/predict/resnet", {}, "resnet"),
+    ],
+)
+def test_a_model_the_repository_lacks_is_404_listing_those_it_has(
+    api: Api, route: str, params: dict[str, Any], name: str
+) -> None:
+    response = api.post(route, json=batch(WINE_ROWS[0]), params=params)
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": f"no model named {name!r} is served; "
+        "the models are: cifar-bcnn, wine-bnn, wine-gaussian"
+    }
+
+
+def test_every_model_answers_at_its_own_name_as_at_its_family_route(api: Api) -> None:
+    wine = api.wine_ok(batch(*WINE_ROWS[:2]), samples=9)
+    assert_same_numbers(api.post_ok("/predict/wine-bnn", batch(*WINE_ROWS[:2]), samples=9), wine)
+    gaussian = api.wine_ok(batch(WINE_ROWS[0]), model="gaussian")
+    assert_same_numbers(api.post_ok("/predict/wine-gaussian", batch(WINE_ROWS[0])), gaussian)
+    files = [("cat.png", image_file("PNG"))]
+    by_family = api.cifar_files(files, model="bcnn")
+    by_name = api.post("/predict/cifar-bcnn", files=[("files", (*files[0], "image/png"))])
+    assert by_family.status_code == by_name.status_code == 200
+    assert_same_classification(by_name.json(), by_family.json())
+
+
+def test_a_tabular_body_sent_to_an_image_model_is_refused_by_that_models_rules(api: Api) -> None:
+    response = api.post("/predict/cifar-bcnn", json=batch(WINE_ROWS[0]))
+    assert loc_of(response) == ["body", "instances", 0]  # an image is {"b64": ...}
+    response = api.post("/predict/wine-bnn", files=[("files", ("a.png", b"x", "image/png"))])
+    assert response.status_code == 415
 
 
 # ---------------------------------------------------------------------------------------------
@@ -932,28 +990,30 @@ def test_cifar_rejects_more_files_than_the_limit(api: Api) -> None:
 # 503, 504 and start-up
 
 
-def test_optional_model_without_checkpoint_answers_503_while_the_others_serve(
+def test_optional_model_that_fails_to_load_answers_503_while_the_others_serve(
     checkpoint_dir: Path, tmp_path: Path, start_app: Callable[..., Api]
 ) -> None:
     folder = copy_checkpoints(checkpoint_dir, tmp_path, "wine-bnn", "wine-gaussian")
+    (folder / "cifar-bcnn.safetensors").write_bytes(b"torn")  # and no manifest beside it
     api = start_app(make_settings(folder, cifar_bcnn={"optional": True}))
 
     response = api.cifar_files([("cat.png", image_file("PNG"))])
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
-    assert str(folder / "cifar-bcnn.safetensors") in response.json()["detail"]
+    assert str(folder / "cifar-bcnn.json") in response.json()["detail"]
     api.wine_ok(batch(WINE_ROWS[0]))
     api.wine_ok(batch(WINE_ROWS[0]), model="gaussian")
     listed = [entry["name"] for entry in api.get("/models").json()["models"]]
     assert listed == ["wine-bnn", "wine-gaussian"]
+    assert api.get("/readyz").status_code == 200  # an optional model does not hold it back
 
 
 def test_full_queue_answers_503_with_retry_after_and_runs_nothing_of_it(
     checkpoint_dir: Path, start_app: Callable[..., Api], close_gate: Callable[[object, str], Gate]
 ) -> None:
     limits = {"max_queue_size": 1, "max_batch_size": 1}
-    api = start_app(make_settings(checkpoint_dir, models=("wine_bnn",), wine_bnn=limits))
-    served = api.served("wine_bnn")
+    api = start_app(make_settings(checkpoint_dir, models=("wine-bnn",), wine_bnn=limits))
+    served = api.served("wine-bnn")
     gate = hold_model(close_gate, served)
     running, queued, refused = (batch(row) for row in WINE_ROWS[:3])
 
@@ -981,8 +1041,8 @@ def test_request_waiting_past_its_deadline_answers_504_and_is_not_run(
     checkpoint_dir: Path, start_app: Callable[..., Api], close_gate: Callable[[object, str], Gate]
 ) -> None:
     deadline = {"timeout_s": 0.2, "max_batch_size": 1}
-    api = start_app(make_settings(checkpoint_dir, models=("wine_bnn",), wine_bnn=deadline))
-    gate = hold_model(close_gate, api.served("wine_bnn"))
+    api = start_app(make_settings(checkpoint_dir, models=("wine-bnn",), wine_bnn=deadline))
+    gate = hold_model(close_gate, api.served("wine-bnn"))
 
     async def wait_too_long() -> tuple[httpx.Response, httpx.Response]:
         first = asyncio.create_task(api.client.post("/predict/wine", json=batch(WINE_ROWS[0])))
@@ -998,12 +1058,12 @@ def test_request_waiting_past_its_deadline_answers_504_and_is_not_run(
     assert gate.jobs_per_pass == [1]  # only the first request reached the model
 
 
-def test_missing_required_checkpoint_stops_start_up_naming_the_file(
+def test_models_naming_a_model_the_repository_lacks_stops_start_up(
     checkpoint_dir: Path, tmp_path: Path, start_app: Callable[..., Api]
 ) -> None:
     folder = copy_checkpoints(checkpoint_dir, tmp_path, "wine-gaussian")
-    with pytest.raises(StartupError, match=re.escape(str(folder / "wine-bnn.safetensors"))):
-        start_app(make_settings(folder, models=("wine_bnn", "wine_gaussian")))
+    with pytest.raises(StartupError, match=r"MODELS names \['wine-bnn'\].*holds: wine-gaussian"):
+        start_app(make_settings(folder, models=("wine-bnn", "wine-gaussian")))
 
 
 @pytest.mark.parametrize(
@@ -1021,9 +1081,9 @@ def test_a_models_unusable_device_stops_start_up_naming_the_model(
     checkpoint_dir: Path, start_app: Callable[..., Api], device: str, message: str
 ) -> None:
     settings = make_settings(
-        checkpoint_dir, models=("wine_bnn", "wine_gaussian"), wine_gaussian={"device": device}
+        checkpoint_dir, models=("wine-bnn", "wine-gaussian"), wine_gaussian={"device": device}
     )
-    with pytest.raises(StartupError, match=rf"cannot serve wine_gaussian: .*{message}"):
+    with pytest.raises(StartupError, match=rf"cannot serve wine-gaussian: .*{message}"):
         start_app(settings)
 
 
@@ -1031,7 +1091,7 @@ def test_a_model_can_run_on_a_device_of_its_own(
     checkpoint_dir: Path, start_app: Callable[..., Api]
 ) -> None:
     settings = make_settings(
-        checkpoint_dir, models=("wine_bnn", "wine_gaussian"), wine_bnn={"device": "cpu"}
+        checkpoint_dir, models=("wine-bnn", "wine-gaussian"), wine_bnn={"device": "cpu"}
     )
     api = start_app(settings)
     devices = {m["name"]: m["device"] for m in api.get("/models").json()["models"]}
@@ -1048,29 +1108,29 @@ def test_corrupt_checkpoint_stops_start_up_naming_the_file(
     data[-100] ^= 0xFF  # one weight changed: the file still parses, its hash does not match
     path.write_bytes(bytes(data))
     with pytest.raises(StartupError, match=re.escape(str(path))):
-        start_app(make_settings(folder, models=("wine_bnn",)))
+        start_app(make_settings(folder, models=("wine-bnn",)))
 
 
 @pytest.fixture
 def gaussian_failing_warm_up(
     checkpoint_dir: Path, start_app: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
 ) -> Api:
-    """wine_bnn serves; wine_gaussian failed its warm-up (say, out of device memory)."""
-    build = service.registry._build_predictor
+    """wine-bnn serves; wine-gaussian failed its warm-up (say, out of device memory)."""
+    build = TabularRegression.predictor
 
-    def build_or_fail(served: ServedModel[Any]) -> Any:
-        if served.key == "wine_gaussian":
+    def build_or_fail(task: TabularRegression, max_samples: int) -> Any:
+        if task.model.kind == "tabular-gaussian":
             raise RuntimeError("out of device memory")
-        return build(served)
+        return build(task, max_samples)
 
-    monkeypatch.setattr(service.registry, "_build_predictor", build_or_fail)
+    monkeypatch.setattr(TabularRegression, "predictor", build_or_fail)
     api = start_app(
-        make_settings(checkpoint_dir, models=("wine_bnn", "wine_gaussian")), wait_ready=False
+        make_settings(checkpoint_dir, models=("wine-bnn", "wine-gaussian")), wait_ready=False
     )
 
     async def warm_up_over() -> bool:
         registry = api.registry
-        return "wine_gaussian" in registry.failures and registry.models["wine_bnn"].ready
+        return "wine-gaussian" in registry.failures and registry.models["wine-bnn"].ready
 
     api.run(eventually(warm_up_over, "the warm-up to finish"))
     return api
@@ -1090,7 +1150,7 @@ def test_model_that_failed_warm_up_answers_503_while_the_others_serve(
 def test_readyz_stays_503_when_a_model_failed_to_warm_up(gaussian_failing_warm_up: Api) -> None:
     response = gaussian_failing_warm_up.get("/readyz")
     assert response.status_code == 503
-    assert "wine_gaussian" in response.json()["failed"]
+    assert "wine-gaussian" in response.json()["failed"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1165,5 +1225,5 @@ def test_cifar_answers_are_the_same_alone_and_inside_a_concurrent_batch(
         for files, samples, level in requests
     ]
     assert_same_alone_and_in_one_batch(
-        api, close_gate, "cifar_bcnn", sends, assert_same_classification
+        api, close_gate, "cifar-bcnn", sends, assert_same_classification
     )

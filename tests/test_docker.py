@@ -31,12 +31,12 @@ from typing import Any
 import click
 import pytest
 import uvicorn
-from pydantic import BaseModel
 
 from service.app import create_app
 from service.batcher import BatcherSettings
 from service.live_server import LiveServer, free_port
-from service.settings import CONFIG_FILE_ENV, MODEL_KEYS, Settings
+from service.repository import find_models
+from service.settings import CONFIG_FILE_ENV, ModelSettings, Settings, settings_key
 from training.datasets.location import DATA_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,15 +236,20 @@ def _duration_s(text: str) -> float:
 # Names the service reads, derived from the code.
 
 
+# The models of the committed repository, as settings spell them: WINE_BNN, ...
+MODEL_KEYS = tuple(settings_key(name).upper() for name in find_models(ROOT / "checkpoints"))
+
+
 def setting_env_names() -> set[str]:
-    """Every environment variable ``Settings`` reads: ``DEVICE``, ``WINE_BNN__MAX_WAIT_MS``..."""
+    """Every environment variable ``Settings`` reads: ``DEVICE``, ``WINE_BNN__MAX_WAIT_MS``...
+
+    Per-model settings are read for any model name; here, those of the committed models.
+    """
     names = {CONFIG_FILE_ENV}
-    for name, field in Settings.model_fields.items():
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseModel):
-            names |= {f"{name}__{sub}".upper() for sub in nested.model_fields}
-        else:
-            names.add(name.upper())
+    names |= {name.upper() for name in Settings.model_fields if name != "per_model"}
+    names |= {
+        f"{key}__{field.upper()}" for key in MODEL_KEYS for field in ModelSettings.model_fields
+    }
     return names
 
 
@@ -377,7 +382,7 @@ def test_every_environment_name_is_read_by_something(
 
 def test_api_passes_every_batching_setting_through(gpu_compose: dict[str, Any]) -> None:
     batching = [field.name for field in dataclasses.fields(BatcherSettings)]
-    expected = {f"{key}__{field}".upper() for key in MODEL_KEYS for field in batching}
+    expected = {f"{key}__{field.upper()}" for key in MODEL_KEYS for field in batching}
     missing = expected - set(gpu_compose["services"]["api"]["environment"])
     assert not missing, f"not passed through to the api service: {sorted(missing)}"
 
@@ -436,20 +441,20 @@ def test_train_profile_writes_the_checkpoints_api_reads(
     assert "profiles" not in api, "`docker compose up` must start api"
     assert train["profiles"] == ["train"]
 
-    checkpoint_dir = api["environment"].get("CHECKPOINT_DIR") or dockerfile.env()["CHECKPOINT_DIR"]
+    repository = api["environment"].get("MODEL_REPOSITORY") or dockerfile.env()["MODEL_REPOSITORY"]
 
     def named_volumes(service: dict[str, Any]) -> dict[str, str]:
         return {v["source"]: v["target"] for v in service["volumes"] if v["type"] == "volume"}
 
     shared = named_volumes(api)
-    assert shared == named_volumes(train) == {"checkpoints": checkpoint_dir}
+    assert shared == named_volumes(train) == {"checkpoints": repository}
     assert "checkpoints" in compose["volumes"]
 
     words = shlex.split(train["command"][-1])
     outputs = {PurePosixPath(words[i + 1]) for i, w in enumerate(words) if w == "--output"}
-    defaults = {key: Settings.model_fields[key].default for key in MODEL_KEYS}  # not the env's
-    expected = {PurePosixPath(checkpoint_dir) / model.checkpoint for model in defaults.values()}
-    assert outputs == expected
+    # Every committed model is retrained, into the repository the api serves.
+    committed = find_models(ROOT / "checkpoints")
+    assert outputs == {PurePosixPath(repository) / path.name for path in committed.values()}
     for i, word in enumerate(words):
         if word == "-m":
             assert importlib.util.find_spec(words[i + 1]) is not None, words[i + 1]
@@ -533,8 +538,8 @@ def test_start_command_serves_and_the_healthcheck_passes(
         "PATH": path,
         "PORT": str(port),
         "WORKERS": "1",
-        "CHECKPOINT_DIR": str(ROOT / "checkpoints"),
-        "MODELS": '["wine_bnn","wine_gaussian"]',
+        "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
+        "MODELS": '["wine-bnn","wine-gaussian"]',
     }
     probe = healthcheck[1]
     with LiveServer(env, command=start_command, port=port, cwd=ROOT) as server:

@@ -16,23 +16,38 @@ import pytest
 from fastapi import Body, FastAPI, Request
 from PIL import Image
 
-from models.wine import WINE_FEATURES
-from service.errors import (
-    DEFAULT_MAX_BODY_BYTES,
-    BodySizeLimitMiddleware,
-    DeadlineExceeded,
-    InputError,
-    ServiceUnavailable,
-    install_error_handlers,
-)
+from service.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimitMiddleware
+from service.errors import DeadlineExceeded, InputError, ModelNotFound, ServiceUnavailable
 from service.inputs import (
     check_content_type,
-    cifar_images_from_json,
-    cifar_images_from_multipart,
     decode_images,
+    image_files_from_json,
+    image_files_from_multipart,
     parse_json,
-    wine_rows,
+    table_rows,
 )
+from service.schemas import tabular_body_adapter
+
+# The wine models' features, as a tabular model of eleven features would name them.
+WINE_FEATURES = (
+    "fixed_acidity",
+    "volatile_acidity",
+    "citric_acid",
+    "residual_sugar",
+    "chlorides",
+    "free_sulfur_dioxide",
+    "total_sulfur_dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+)
+WINE_BODY = tabular_body_adapter(WINE_FEATURES)
+
+
+def wine_rows(payload: object, *, max_instances: int) -> np.ndarray:
+    return table_rows(payload, WINE_BODY, WINE_FEATURES, max_instances=max_instances)
+
 
 # Distinct values per feature, so a column swap cannot pass unnoticed.
 ROWS = [[100 * r + c + 0.25 for c in range(11)] for r in range(3)]
@@ -185,7 +200,7 @@ def test_cifar_json_round_trips_bytes() -> None:
     png = image_bytes("PNG", (40, 30), "RGB", (1, 2, 3))
     wrapped = base64.encodebytes(png).decode()  # with line breaks, as CLI tools write it
     body = {"instances": [{"b64": base64.b64encode(png).decode()}, {"b64": wrapped}]}
-    assert cifar_images_from_json(body, max_images=2) == [
+    assert image_files_from_json(body, max_images=2) == [
         ("instances[0]", png),
         ("instances[1]", png),
     ]
@@ -194,14 +209,14 @@ def test_cifar_json_round_trips_bytes() -> None:
 def test_cifar_json_bad_base64_and_limits() -> None:
     good = base64.b64encode(b"abc").decode()
     with pytest.raises(InputError) as info:
-        cifar_images_from_json({"instances": [{"b64": good}, {"b64": "not*base64"}]}, max_images=4)
+        image_files_from_json({"instances": [{"b64": good}, {"b64": "not*base64"}]}, max_images=4)
     (entry,) = unprocessable(info)
     assert entry["loc"] == ["body", "instances", 1, "b64"]
     with pytest.raises(InputError) as info:
-        cifar_images_from_json({"instances": [{"b64": good}] * 5}, max_images=4)
+        image_files_from_json({"instances": [{"b64": good}] * 5}, max_images=4)
     assert "got 5" in unprocessable(info)[0]["msg"]
     with pytest.raises(InputError) as info:
-        cifar_images_from_json({"instances": [{"png": good}]}, max_images=4)
+        image_files_from_json({"instances": [{"png": good}]}, max_images=4)
     assert {tuple(e["loc"]) for e in unprocessable(info)} == {
         ("body", "instances", 0, "b64"),
         ("body", "instances", 0, "png"),
@@ -223,7 +238,7 @@ def test_decode_images_formats_and_sizes(
     fmt: str, size: tuple[int, int], mode: str, color: Any, expected: tuple[int, ...] | None
 ) -> None:
     data = image_bytes(fmt, size, mode, color)
-    images = decode_images([("a", data), ("b", data)], max_pixels=10_000)
+    images = decode_images([("a", data), ("b", data)], size=32, max_pixels=10_000)
     assert images.shape == (2, 32, 32, 3)
     assert images.dtype == np.uint8
     if expected is not None:  # solid colours survive resizing (JPEG and WebP within a few levels)
@@ -233,20 +248,29 @@ def test_decode_images_formats_and_sizes(
 def test_decode_images_names_the_bad_file() -> None:
     png = image_bytes("PNG", (10, 10), "RGB", (0, 0, 0))
     with pytest.raises(InputError) as info:
-        decode_images([("a.png", png), ("notes.txt", b"hello, world")], max_pixels=10_000)
+        decode_images([("a.png", png), ("notes.txt", b"hello, world")], size=32, max_pixels=10_000)
     assert info.value.status_code == 415
     assert str(info.value.detail).startswith("files[1] 'notes.txt' is not a decodable image")
     with pytest.raises(InputError) as info:
-        decode_images([("instances[0]", png[:40])], max_pixels=10_000)
+        decode_images([("instances[0]", png[:40])], size=32, max_pixels=10_000)
     assert str(info.value.detail).startswith("instances[0] is not a decodable image")
     with pytest.raises(InputError) as info:
-        decode_images([("big.png", image_bytes("PNG", (200, 100), "L", 0))], max_pixels=10_000)
+        decode_images(
+            [("big.png", image_bytes("PNG", (200, 100), "L", 0))], size=32, max_pixels=10_000
+        )
     assert info.value.status_code == 415
     assert "files[0] 'big.png'" in str(info.value.detail)
 
 
+def test_decode_images_to_the_models_input_size() -> None:
+    data = image_bytes("PNG", (64, 48), "RGB", (10, 200, 30))
+    images = decode_images([("a", data)], size=24, max_pixels=10_000)
+    assert images.shape == (1, 24, 24, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[0, 12, 12], [10, 200, 30])
+
+
 def test_decode_images_of_nothing() -> None:
-    assert decode_images([], max_pixels=10).shape == (0, 32, 32, 3)
+    assert decode_images([], size=32, max_pixels=10).shape == (0, 32, 32, 3)
 
 
 # --- multipart ------------------------------------------------------------------------------
@@ -254,11 +278,10 @@ def test_decode_images_of_nothing() -> None:
 
 def multipart_app() -> FastAPI:
     app = FastAPI()
-    install_error_handlers(app)
 
     @app.post("/upload")
     async def upload(request: Request) -> list[list[Any]]:
-        files = await cifar_images_from_multipart(request, max_images=2, max_file_bytes=1000)
+        files = await image_files_from_multipart(request, max_images=2, max_file_bytes=1000)
         return [[name, len(data), data[:4].hex()] for name, data in files]
 
     return app
@@ -307,7 +330,6 @@ def test_multipart_oversize_file_is_413_naming_it() -> None:
 
 def errors_app(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI()
-    install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=max_body_bytes)
 
     @app.post("/wine")
@@ -326,6 +348,10 @@ def errors_app(max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     @app.get("/late")
     async def late() -> None:
         raise DeadlineExceeded("waited 30 s")
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise ModelNotFound("resnet", ["wine-bnn", "cifar-bcnn"])
 
     @app.get("/limit")
     async def limit(n: int) -> int:
@@ -359,6 +385,14 @@ def test_503_has_retry_after_and_504() -> None:
     assert busy.json() == {"detail": "queue full"}
     late = request(errors_app(), "GET", "/late")
     assert (late.status_code, late.json()) == (504, {"detail": "waited 30 s"})
+
+
+def test_unknown_model_is_404_listing_the_served_ones() -> None:
+    missing = request(errors_app(), "GET", "/missing")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "detail": "no model named 'resnet' is served; the models are: wine-bnn, cifar-bcnn"
+    }
 
 
 def test_fastapi_validation_errors_keep_their_shape() -> None:

@@ -1,4 +1,8 @@
-"""The contract's bodies: what WineBody accepts and refuses, and how responses serialise."""
+"""The contract's bodies: what a tabular body accepts and refuses, and how responses serialise.
+
+The tabular body is built per model from its feature names; the wine models' eleven names are
+used here, plus names a CSV header may hold that are no Python identifiers.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +13,70 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from models.cifar import CIFAR10_CLASSES
-from models.wine import WINE_FEATURES
 from service.schemas import (
-    WINE_EXAMPLE,
-    CifarJsonBody,
-    CifarPrediction,
-    CifarResponse,
+    ClassificationPrediction,
+    ClassificationResponse,
     ClassUncertainty,
+    ImageJsonBody,
     Interval,
     ModelInfo,
     ModelRef,
     ModelsResponse,
-    WineBatch,
-    WineFeatures,
-    WinePrediction,
-    WineResponse,
-    wine_body_adapter,
-    wine_error_loc,
+    RegressionPrediction,
+    RegressionResponse,
+    tabular_body_adapter,
+    tabular_error_loc,
+    tabular_rows,
 )
 
+WINE_FEATURES = (
+    "fixed_acidity",
+    "volatile_acidity",
+    "citric_acid",
+    "residual_sugar",
+    "chlorides",
+    "free_sulfur_dioxide",
+    "total_sulfur_dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+)
+CLASSES = ("cat", "dog", "ship")
 ROW = [float(i) + 0.5 for i in range(len(WINE_FEATURES))]
 NAMED = dict(zip(WINE_FEATURES, ROW, strict=True))
+wine_body_adapter = tabular_body_adapter(WINE_FEATURES, ROW)
 
 
 def errors_of(body: object) -> list[tuple[tuple[str | int, ...], str, str]]:
     with pytest.raises(ValidationError) as info:
         wine_body_adapter.validate_python(body)
     return [
-        (wine_error_loc(e["loc"]), e["type"], e["msg"])
+        (tabular_error_loc(e["loc"]), e["type"], e["msg"])
         for e in info.value.errors(include_url=False)
     ]
 
 
-def test_feature_names_come_from_the_model_module() -> None:
-    assert tuple(WineFeatures.model_fields) == WINE_FEATURES
-    assert len(WINE_EXAMPLE) == 11
+def test_body_forms_give_rows_in_the_models_order() -> None:
+    reordered = dict(reversed(NAMED.items()))
+    batch = wine_body_adapter.validate_python({"instances": [reordered, ROW]})
+    assert tabular_rows(batch, WINE_FEATURES) == [ROW, ROW]
+    assert tabular_rows(wine_body_adapter.validate_python(NAMED), WINE_FEATURES) == [ROW]
+    assert tabular_rows(wine_body_adapter.validate_python(ROW), WINE_FEATURES) == [ROW]
 
 
-def test_body_forms_parse_to_their_branch() -> None:
-    batch = wine_body_adapter.validate_python({"instances": [NAMED, ROW]})
-    assert isinstance(batch, WineBatch)
-    assert isinstance(batch.instances[0], WineFeatures)
-    assert batch.instances[1] == ROW
-    assert isinstance(wine_body_adapter.validate_python(NAMED), WineFeatures)
-    assert wine_body_adapter.validate_python(ROW) == ROW
+def test_any_header_name_is_a_feature_name() -> None:
+    # Names a CSV header may hold: spaces, a leading digit, pydantic's own attribute names.
+    features = ("fixed acidity", "2nd", "model_config", "object", "instances")
+    body = tabular_body_adapter(features)
+    named = {name: float(i) for i, name in enumerate(features)}
+    assert tabular_rows(body.validate_python({"instances": [named]}), features) == [
+        [0.0, 1.0, 2.0, 3.0, 4.0]
+    ]
+    with pytest.raises(ValidationError) as info:
+        body.validate_python({"instances": [{**named, "2nd": "x"}]})
+    (error,) = info.value.errors()
+    assert tabular_error_loc(error["loc"]) == ("instances", 0, "2nd")
 
 
 def test_integers_are_numbers() -> None:
@@ -115,14 +138,14 @@ def test_errors_only_talk_about_the_branch_sent() -> None:
 @pytest.mark.parametrize("instance", ["abc", 5, None, True])
 def test_an_instance_of_the_wrong_json_type(instance: object) -> None:
     ((loc, type_, msg),) = errors_of({"instances": [instance]})
-    assert (loc, type_) == (("instances", 0), "wine_instance")
+    assert (loc, type_) == (("instances", 0), "tabular_instance")
     assert "object" in msg and "array" in msg
 
 
 @pytest.mark.parametrize("body", [None, "abc", 3])
 def test_a_body_of_the_wrong_json_type(body: object) -> None:
     ((loc, type_, _),) = errors_of(body)
-    assert (loc, type_) == ((), "wine_body")
+    assert (loc, type_) == ((), "tabular_body")
 
 
 def test_empty_and_extra_top_level_keys() -> None:
@@ -132,22 +155,22 @@ def test_empty_and_extra_top_level_keys() -> None:
     ]
 
 
-def test_cifar_json_body() -> None:
-    body = CifarJsonBody.model_validate({"instances": [{"b64": "aGk="}]})
+def test_image_json_body() -> None:
+    body = ImageJsonBody.model_validate({"instances": [{"b64": "aGk="}]})
     assert body.instances[0].b64 == "aGk="
     for bad in ({"instances": []}, {"instances": [{"b64": "aGk=", "x": 1}]}, {"instances": [{}]}):
         with pytest.raises(ValidationError):
-            CifarJsonBody.model_validate(bad)
+            ImageJsonBody.model_validate(bad)
 
 
-def _cifar_prediction(filename: str | None = None) -> CifarPrediction:
-    probabilities = dict.fromkeys(CIFAR10_CLASSES, 0.1)
-    return CifarPrediction(
+def _cifar_prediction(filename: str | None = None) -> ClassificationPrediction:
+    probabilities = dict.fromkeys(CLASSES, 0.1)
+    return ClassificationPrediction(
         label="cat",
         class_index=3,
         confidence=0.1,
         probabilities=probabilities,
-        intervals={c: Interval(lower=0.0, upper=0.2) for c in CIFAR10_CLASSES},
+        intervals={c: Interval(lower=0.0, upper=0.2) for c in CLASSES},
         uncertainty=ClassUncertainty(total=2.3, aleatoric=2.0, epistemic=0.3),
         filename=filename,
     )
@@ -160,12 +183,12 @@ def test_filename_is_omitted_unless_set() -> None:
 
 
 def test_wine_response_matches_the_contract_example() -> None:
-    response = WineResponse(
+    response = RegressionResponse(
         model=ModelRef(name="wine-gaussian", version="3f2a9c0d1e4b"),
         samples=1,
         level=0.95,
         predictions=[
-            WinePrediction(
+            RegressionPrediction(
                 mean=5.91,
                 std=0.74,
                 interval=Interval(lower=4.47, upper=7.36),
@@ -193,33 +216,35 @@ def test_wine_response_matches_the_contract_example() -> None:
 def test_models_response_round_trips() -> None:
     info = ModelInfo(
         name="wine-bnn",
-        kind="regression",
+        task="tabular-regression",
+        kind="tabular-bnn",
         version="3f2a9c0d1e4b",
         device="cpu",
         default_samples=100,
         max_samples=1000,
+        max_instances=1024,
         input={"features": list(WINE_FEATURES)},
-        test_metrics={"rmse": 0.7},
+        test_metrics={"rmse": 0.7, "samples": 100, "mean_epistemic_std": None},
         ready=True,
     )
     dumped = ModelsResponse(models=[info]).model_dump(mode="json")
     assert ModelsResponse.model_validate(dumped).models[0] == info
+    assert dumped["models"][0]["test_metrics"]["samples"] == 100  # an integer stays one
+    assert "classes" not in info.model_dump(mode="json")  # classifiers only
 
 
-def test_openapi_renders_with_examples() -> None:
+def test_openapi_renders_with_the_models_features_as_examples() -> None:
     app = FastAPI()
 
-    @app.post("/cifar", response_model=CifarResponse)
-    def cifar(body: CifarJsonBody) -> CifarResponse:  # pragma: no cover - schema only
-        raise NotImplementedError
-
-    @app.post("/wine", response_model=WineResponse)
-    def wine(body: WineBatch) -> WineResponse:  # pragma: no cover - schema only
+    @app.post("/cifar", response_model=ClassificationResponse)
+    def cifar(body: ImageJsonBody) -> ClassificationResponse:  # pragma: no cover - schema only
         raise NotImplementedError
 
     schemas = app.openapi()["components"]["schemas"]
-    assert schemas["WineBatch"]["examples"]
-    assert schemas["CifarJsonBody"]["examples"]
-    assert "filename" not in schemas["CifarPrediction"]["required"]
-    assert set(WINE_FEATURES) <= set(schemas["WineFeatures"]["properties"])
-    assert wine_body_adapter.json_schema()["oneOf"]
+    assert schemas["ImageJsonBody"]["examples"]
+    assert "filename" not in schemas["ClassificationPrediction"]["required"]
+    schema = wine_body_adapter.json_schema()
+    assert schema["oneOf"]
+    features = schema["$defs"]["TabularFeatures"]
+    assert list(features["properties"]) == list(WINE_FEATURES)
+    assert features["examples"] == [NAMED]

@@ -22,11 +22,10 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.checkpoint import load_checkpoint
-from models.cifar import CIFAR10_CLASSES
 from models.images import to_model_input
 from models.predictive import class_probability_samples, fixed_posterior
 from service.live_server import LiveServer
-from training.datasets.cifar import load_cifar10
+from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
 from training.datasets.wine import WineSplit, load_wine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +43,7 @@ WINE_REQUEST_ROWS = 256  # 735 test rows in three requests, within max_instances
 def server(checkpoint_dir: Path) -> Iterator[str]:
     """The base URL of a ready server serving the checkpoints under test."""
     env = {
-        "CHECKPOINT_DIR": str(checkpoint_dir),
+        "MODEL_REPOSITORY": str(checkpoint_dir),
         "CIFAR_BCNN__MAX_SAMPLES": str(CIFAR_SAMPLES),
         "WINE_BNN__MAX_WAIT_MS": "20",  # more company per batch for the concurrency test
         "LOG_LEVEL": "warning",

@@ -1,4 +1,10 @@
-"""Test-set metrics of a trained model, from S posterior samples."""
+"""Test-set metrics of a trained model, from S posterior samples.
+
+``python -m training.evaluate CHECKPOINT`` re-scores a checkpoint by its task: a tabular
+model on the wine test split (or ``--csv FILE`` for a table of one's own, split as
+``train_tabular`` split it), an image model on the CIFAR-10 test images (or ``--images DIR``
+for a folder of one's own, its ``DIR/test``).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +17,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint, read_manifest
-from models.cifar import BayesianCNN
+from models.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from models.cnn import BayesianCNN
 from models.device import resolve_device
-from models.images import to_model_input
+from models.images import ImageDecodeError, to_model_input
 from models.predictive import (
     class_probability_samples,
     fixed_posterior,
     is_bayesian,
     regression_samples,
 )
-from training.datasets.cifar import load_cifar10
-from training.datasets.wine import load_wine
+from models.tabular import TabularRegressor
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from training.cli import run_script
+from training.datasets.cifar import CIFAR10_CLASSES, IMAGE_SIZE, load_cifar10
+from training.datasets.images import ImageSet, load_image_folder
+from training.datasets.location import DataNotFoundError
+from training.datasets.table import TableError, read_table, split_table
+from training.datasets.wine import WINE_FEATURES, load_wine
 from uncertainty.classification import summarize_classification
 from uncertainty.metrics import (
     accuracy,
@@ -39,10 +51,14 @@ from uncertainty.regression import summarize_regression
 INTERVAL_LEVEL = 0.95
 
 
-def evaluate_wine(
+def evaluate_regression(
     model: nn.Module, x: np.ndarray, y: np.ndarray, *, samples: int
-) -> dict[str, float]:
-    """RMSE of the mean, NLL of the predictive mixture, PICP and width of the 95% interval."""
+) -> dict[str, float | None]:
+    """RMSE of the mean, NLL of the predictive mixture, PICP and width of the 95% interval.
+
+    ``mean_epistemic_std`` is None for a deterministic network: it has no distribution over
+    networks, so its epistemic term is not zero but not modelled (as its answers say).
+    """
     device = next(model.parameters()).device
     posterior = fixed_posterior(model, samples) if is_bayesian(model) else None
     mu, sigma = regression_samples(model, torch.as_tensor(x, device=device), posterior)
@@ -53,13 +69,15 @@ def evaluate_wine(
         "nll": mixture_nll(target, mu, sigma),
         "picp_95": interval_coverage(target, summary.lower, summary.upper),
         "interval_width_95": mean_interval_width(summary.lower, summary.upper),
-        "mean_epistemic_std": float(summary.epistemic_std.mean()),
+        "mean_epistemic_std": (
+            float(summary.epistemic_std.mean()) if posterior is not None else None
+        ),
         "mean_aleatoric_std": float(summary.aleatoric_std.mean()),
         "samples": samples if posterior is not None else 1,
     }
 
 
-def evaluate_cifar(
+def evaluate_classification(
     model: nn.Module,
     images: np.ndarray,
     labels: np.ndarray,
@@ -92,7 +110,41 @@ def evaluate_cifar(
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def _tabular_test_rows(
+    model: TabularRegressor, args: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray]:
+    if args.csv is None:
+        if model.features != WINE_FEATURES:
+            raise TableError(
+                f"{args.checkpoint} was not trained on the wine features; "
+                "pass --csv FILE (and --target COLUMN) with its table"
+            )
+        split = load_wine(args.data_dir)
+        return split.x_test, split.y_test
+    table = read_table(
+        args.csv,
+        target=args.target or model.target_name,
+        features=model.features,
+        drop_invalid=args.drop_invalid,
+    )
+    split = split_table(table)
+    return split.x_test, split.y_test
+
+
+def _image_test_set(model: BayesianCNN, args: argparse.Namespace) -> ImageSet:
+    if args.images is None:
+        if model.classes != CIFAR10_CLASSES or model.image_size != IMAGE_SIZE:
+            raise DataNotFoundError(
+                f"{args.checkpoint} is not a CIFAR-10 classifier; pass --images DIR "
+                "(with DIR/test/<class>/ images)"
+            )
+        return load_cifar10("test", args.data_dir)
+    return load_image_folder(
+        args.images / "test", size=model.image_size, classes=model.classes, progress=True
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float | None]:
     """``python -m training.evaluate CHECKPOINT``: score a checkpoint on its test split."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("checkpoint", type=Path)
@@ -104,17 +156,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto")
+    table = parser.add_argument_group("a tabular model trained on a table of one's own")
+    table.add_argument("--csv", type=Path, default=None, help="the CSV file it was trained on")
+    table.add_argument("--target", default=None, help="target column (default: the model's)")
+    table.add_argument("--drop-invalid", action="store_true", help="as given to train_tabular")
+    images = parser.add_argument_group("an image model trained on a folder of one's own")
+    images.add_argument("--images", type=Path, default=None, help="folder with a test/ folder")
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.checkpoint, resolve_device(args.device))
     recorded = read_manifest(args.checkpoint).get("test_metrics", {})
     samples = args.samples or int(recorded.get("samples", 32))
-    if isinstance(model, BayesianCNN):
-        test = load_cifar10("test", args.data_dir)
-        metrics = evaluate_cifar(model, test.images, test.labels, samples=samples)
+    metrics: dict[str, float | None]
+    if model.task == IMAGE_CLASSIFICATION:
+        assert isinstance(model, BayesianCNN)
+        test = _image_test_set(model, args)
+        metrics = dict(evaluate_classification(model, test.images, test.labels, samples=samples))
+    elif model.task == TABULAR_REGRESSION:
+        assert isinstance(model, TabularRegressor)
+        x_test, y_test = _tabular_test_rows(model, args)
+        metrics = evaluate_regression(model, x_test, y_test, samples=samples)
     else:
-        split = load_wine(args.data_dir)
-        metrics = evaluate_wine(model, split.x_test, split.y_test, samples=samples)
+        raise CheckpointError(f"{args.checkpoint}: no evaluation for task {model.task!r}")
     print(
         json.dumps(
             {"checkpoint": str(args.checkpoint), "test_metrics": metrics, "recorded": recorded},
@@ -125,4 +188,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, (TableError, DataNotFoundError, CheckpointError, ImageDecodeError))

@@ -1,5 +1,10 @@
 """``python -m training.report``."""
 
+from models.checkpoint import CheckpointError
+from service.repository import RepositoryError
+from training.cli import run_script
+from training.datasets.location import DataNotFoundError
 from training.report.cli import main
+from training.report.repository import ReportError
 
-main()
+run_script(main, (ReportError, RepositoryError, CheckpointError, DataNotFoundError))

@@ -1,4 +1,5 @@
-"""``python -m training.report``: score the checkpoints, draw the figures, write the report."""
+"""``python -m training.report``: score the repository's models, draw the figures, write the
+report."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from models.device import resolve_device
 from training.datasets.cifar import load_cifar10
 from training.datasets.location import DATA_DIR_ENV
 from training.datasets.wine import load_wine
+from training.cli import DEFAULT_REPOSITORY
 from training.manifest import training_command
 from training.report.document import write_readme
 from training.report.evaluation import (
-    CIFAR_MODEL,
     NOTES_FILE,
     TASKS,
-    WINE_MODELS,
     Check,
     CifarResult,
     WineResult,
@@ -38,6 +38,7 @@ from training.report.plots import (
     plot_wine_pit,
     plot_wine_shift,
 )
+from training.report.repository import check_cifar_model, check_wine_model, family_models
 
 # ---------------------------------------------------------------------------- main
 
@@ -54,12 +55,16 @@ def _checkpoint_info(path: Path, samples: int) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.report",
-        description="Write the calibration and shift report of the checkpoints: PNG plots, "
-        "README.md with every number beside its target, and metrics.json.",
+        description="Write the calibration and shift report of the repository's models: PNG "
+        "plots, README.md with every number beside its target, and metrics.json. Every wine-* "
+        "model is scored on the wine split, every cifar-* model on the CIFAR-10 test images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--checkpoint-dir", type=Path, default=Path("checkpoints"), help="checkpoints and manifests"
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help="the model repository: NAME.safetensors checkpoints with NAME.json manifests",
     )
     parser.add_argument(
         "--data-dir",
@@ -90,24 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Score the checkpoints, write the plots, ``README.md`` and ``metrics.json``."""
+    """Score the repository's models, write the plots, ``README.md`` and ``metrics.json``."""
     args = build_parser().parse_args(argv)
     progress = not args.no_progress
     device = resolve_device(args.device)
+    # Before any scoring: a part with nothing to score is an error, not an empty section.
+    parts = {part: family_models(args.repository, part) for part in args.tasks}
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
     command = training_command("training.report", argv)
     checkpoints: dict[str, dict[str, Any]] = {}
     checks: list[Check] = []
     wine: dict[str, WineResult] | None = None
-    cifar: CifarResult | None = None
+    cifar: dict[str, CifarResult] | None = None
 
-    if "wine" in args.tasks:
+    if "wine" in parts:
         split = load_wine(args.data_dir)
         wine = {}
-        for name in tqdm(WINE_MODELS, desc="wine", disable=not progress):
-            path = args.checkpoint_dir / f"{name}.safetensors"
-            model = load_checkpoint(path, device)
+        for name, path in tqdm(parts["wine"].items(), desc="wine", disable=not progress):
+            model = check_wine_model(name, load_checkpoint(path, device))
             wine[name] = evaluate_wine_model(name, model, split, samples=args.wine_samples)
             checkpoints[name] = _checkpoint_info(path, wine[name].samples)
         plot_wine_calibration(wine, output / "wine_calibration.png")
@@ -116,20 +122,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot_wine_shift(wine, output / "wine_shift.png")
         checks += wine_checks(wine)
 
-    if "cifar" in args.tasks:
-        path = args.checkpoint_dir / f"{CIFAR_MODEL}.safetensors"
-        model = load_checkpoint(path, device)
+    if "cifar" in parts:
         test = load_cifar10("test", args.data_dir, per_class=args.cifar_per_class)
-        cifar = evaluate_cifar_model(
-            model,
-            test,
-            samples=args.cifar_samples,
-            shift_images=args.shift_images,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            progress=progress,
-        )
-        checkpoints[CIFAR_MODEL] = _checkpoint_info(path, args.cifar_samples)
+        cifar = {}
+        for name, path in parts["cifar"].items():
+            model = check_cifar_model(name, load_checkpoint(path, device))
+            cifar[name] = evaluate_cifar_model(
+                name,
+                model,
+                test,
+                samples=args.cifar_samples,
+                shift_images=args.shift_images,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                progress=progress,
+            )
+            checkpoints[name] = _checkpoint_info(path, cifar[name].samples)
         plot_cifar_reliability(cifar, output / "cifar_reliability.png")
         plot_cifar_refusal(cifar, output / "cifar_refusal.png")
         plot_cifar_shift(cifar, output / "cifar_shift.png")
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if wine is not None:
         metrics["wine"] = {name: r.to_json() for name, r in wine.items()}
     if cifar is not None:
-        metrics["cifar"] = cifar.to_json()
+        metrics["cifar"] = {name: r.to_json() for name, r in cifar.items()}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for check in checks:
         print(f"{'pass' if check.passed else 'MISS'}  {check.name}: {check.value}")

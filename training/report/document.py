@@ -8,10 +8,12 @@ from typing import Any
 
 from training.corruptions import CORRUPTIONS, SEVERITIES
 from training.report.evaluation import (
+    CIFAR_TARGET_MODEL,
     ECE_BINS,
     NOTES_FILE,
     REFUSAL_FRACTIONS,
     WINE_SHIFT_STEPS,
+    WINE_TARGET_MODEL,
     Check,
     CifarResult,
     WineResult,
@@ -89,28 +91,41 @@ def _wine_section(results: dict[str, WineResult]) -> str:
     )
 
 
-def _cifar_section(result: CifarResult) -> str:
-    refusal = [
-        [f"{fraction:.0%}", f"{by_total:.4f}", f"{by_epistemic:.4f}"]
-        for fraction, by_total, by_epistemic in zip(
-            REFUSAL_FRACTIONS, result.refusal_total, result.refusal_epistemic, strict=True
-        )
+def _cifar_section(results: dict[str, CifarResult]) -> str:
+    scores = [
+        [
+            name,
+            str(r.images),
+            str(r.samples),
+            f"{r.accuracy:.4f}",
+            f"{r.nll:.4f}",
+            f"{r.ece:.4f}",
+        ]
+        for name, r in results.items()
     ]
+    header = ["refused"]
+    for name in results:
+        header += [f"{name}: accuracy, ranked by total", f"{name}: ranked by epistemic"]
+    refusal = []
+    for i, fraction in enumerate(REFUSAL_FRACTIONS):
+        row = [f"{fraction:.0%}"]
+        for r in results.values():
+            row += [f"{r.refusal_total[i]:.4f}", f"{r.refusal_epistemic[i]:.4f}"]
+        refusal.append(row)
     return "\n\n".join(
         [
             "## 2. CIFAR-10: is the confidence calibrated, and does uncertainty rank errors?",
             "![CIFAR-10 reliability diagram](cifar_reliability.png)",
             _table(
-                ["test images", "posterior samples", "accuracy", "NLL", f"ECE ({ECE_BINS} bins)"],
                 [
-                    [
-                        str(result.images),
-                        str(result.samples),
-                        f"{result.accuracy:.4f}",
-                        f"{result.nll:.4f}",
-                        f"{result.ece:.4f}",
-                    ],
+                    "model",
+                    "test images",
+                    "posterior samples",
+                    "accuracy",
+                    "NLL",
+                    f"ECE ({ECE_BINS} bins)",
                 ],
+                scores,
             ),
             "ECE is torchmetrics' top-label L1 calibration error with equal-width bins, the "
             'same bins the diagram draws. Refusing an image means answering "not sure": '
@@ -118,12 +133,14 @@ def _cifar_section(result: CifarResult) -> str:
             "prediction (total) or by the mutual information between label and weights "
             "(epistemic).",
             "![CIFAR-10 accuracy when refusing the most uncertain images](cifar_refusal.png)",
-            _table(["refused", "accuracy, ranked by total", "ranked by epistemic"], refusal),
+            _table(header, refusal),
         ]
     )
 
 
-def _shift_section(wine: dict[str, WineResult] | None, cifar: CifarResult | None) -> str:
+def _shift_section(
+    wine: dict[str, WineResult] | None, cifar: dict[str, CifarResult] | None
+) -> str:
     parts = ["## 3. Shift: does the epistemic term grow where the model knows less?"]
     if wine is not None:
         k_max = WINE_SHIFT_STEPS[-1]
@@ -158,20 +175,26 @@ def _shift_section(wine: dict[str, WineResult] | None, cifar: CifarResult | None
     if cifar is not None:
         severity = [0, *SEVERITIES]
         rows = [
-            [str(s)]
-            + [f"{cifar.shift_epistemic[n][i]:.4g}" for n in CORRUPTIONS]
-            + [f"{cifar.shift_accuracy[n][i]:.3f}" for n in CORRUPTIONS]
+            [name, str(s)]
+            + [f"{r.shift_epistemic[n][i]:.4g}" for n in CORRUPTIONS]
+            + [f"{r.shift_accuracy[n][i]:.3f}" for n in CORRUPTIONS]
+            for name, r in cifar.items()
             for i, s in enumerate(severity)
         ]
-        header = ["severity"] + [f"{_label(n)}: epistemic" for n in CORRUPTIONS]
+        header = ["model", "severity"] + [f"{_label(n)}: epistemic" for n in CORRUPTIONS]
         header += [f"{_label(n)}: accuracy" for n in CORRUPTIONS]
-        auc_rows = [
-            ["epistemic (mutual information)"]
-            + [f"{cifar.auroc_epistemic[n]:.3f}" for n in CORRUPTIONS],
-            ["total (entropy of the mean)"] + [f"{cifar.auroc_total[n]:.3f}" for n in CORRUPTIONS],
-        ]
+        auc_rows = []
+        for name, r in cifar.items():
+            auc_rows += [
+                [name, "epistemic (mutual information)"]
+                + [f"{r.auroc_epistemic[n]:.3f}" for n in CORRUPTIONS],
+                [name, "total (entropy of the mean)"]
+                + [f"{r.auroc_total[n]:.3f}" for n in CORRUPTIONS],
+            ]
+        # Every model meets the same images: the subset depends on the seed alone.
+        shift_images = next(iter(cifar.values())).shift_images
         parts += [
-            f"**CIFAR-10.** {cifar.shift_images} test images (a seeded random subset) are "
+            f"**CIFAR-10.** {shift_images} test images (a seeded random subset) are "
             "corrupted at severities 1-5 with CIFAR-10-C's parameters (Hendrycks & Dietterich "
             "2019): additive Gaussian noise (std 0.04-0.10 of the pixel range), Gaussian blur "
             "(kernel std 0.4-1.0 px) and contrast loss (distance from the per-channel mean "
@@ -179,7 +202,7 @@ def _shift_section(wine: dict[str, WineResult] | None, cifar: CifarResult | None
             "![CIFAR-10 epistemic uncertainty under corruption](cifar_shift.png)",
             _table(header, rows),
             "AUROC of telling clean images from severity-5 ones, per score (0.5 is chance):",
-            _table(["score", *(_label(n) for n in CORRUPTIONS)], auc_rows),
+            _table(["model", "score", *(_label(n) for n in CORRUPTIONS)], auc_rows),
         ]
     return "\n\n".join(parts)
 
@@ -191,7 +214,7 @@ def write_readme(
     checkpoints: dict[str, dict[str, Any]],
     checks: list[Check],
     wine: dict[str, WineResult] | None,
-    cifar: CifarResult | None,
+    cifar: dict[str, CifarResult] | None,
     notes: str | None,
     device: str,
 ) -> None:
@@ -211,14 +234,19 @@ def write_readme(
         "# Calibration and shift report",
         "Does the served uncertainty mean what it says? Intervals should cover what they claim, "
         "confidence should match accuracy, and the epistemic term should grow where the model "
-        "knows less. Every number comes from the checkpoints below on the test data, with the "
-        "same fixed posterior draws the service answers with. Generated "
+        "knows less. Every number comes from the repository's models below on the test data "
+        "(every wine-* model on the wine split, every cifar-* model on the CIFAR-10 test "
+        "images), with the same fixed posterior draws the service answers with. Generated "
         f"{created} on {device} by:",
         f"```sh\n{command}\n```",
         "(`make report` runs it with the defaults.) This file is written by "
         "`training/report/`; edit `NOTES.md` beside it instead, which is embedded at the end.",
         "## Targets",
-        _table(["check", "value", "target", "result"], check_rows),
+        f"The issue's targets, for {WINE_TARGET_MODEL} and {CIFAR_TARGET_MODEL}, the models "
+        "/predict/wine and /predict/cifar serve by default.",
+        _table(["check", "value", "target", "result"], check_rows)
+        if check_rows
+        else "None checked: neither model is in this report.",
         "## Checkpoints",
         _table(["model", "file", "sha256", "posterior samples", "trained with"], provenance),
     ]

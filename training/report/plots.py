@@ -16,6 +16,7 @@ from training.report.evaluation import (
     ECE_BINS,
     REFUSAL_FRACTIONS,
     WINE_SHIFT_STEPS,
+    WINE_TARGET_MODEL,
     CifarResult,
     WineResult,
     _label,
@@ -48,7 +49,7 @@ def plot_wine_calibration(results: dict[str, WineResult], path: Path) -> None:
         COVERAGE_TOLERANCE,
         color="tab:green",
         alpha=0.15,
-        label=f"target for wine-bnn (±{COVERAGE_TOLERANCE})",
+        label=f"target for {WINE_TARGET_MODEL} (±{COVERAGE_TOLERANCE})",
     )
     for name, result in results.items():
         coverage = np.asarray([p.coverage for p in result.calibration])
@@ -161,59 +162,80 @@ def plot_wine_shift(results: dict[str, WineResult], path: Path) -> None:
     _save(figure, path)
 
 
-def plot_cifar_reliability(result: CifarResult, path: Path) -> None:
-    """Reliability diagram: per-bin accuracy against confidence, with the bins' counts below."""
-    figure = Figure(figsize=(6.5, 7), layout="constrained")
-    diagram, counts = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    bins = result.bins
-    left, width = bins.edges[:-1], np.diff(bins.edges)
-    acc = np.nan_to_num(bins.accuracy)
-    gap = np.where(bins.count > 0, np.nan_to_num(bins.confidence) - acc, 0.0)
-    diagram.bar(
-        left,
-        acc,
-        width=width,
-        align="edge",
-        color="tab:blue",
-        edgecolor="navy",
-        label="accuracy in bin",
-    )
-    diagram.bar(
-        left,
-        gap,
-        bottom=acc,
-        width=width,
-        align="edge",
-        color="tab:red",
-        alpha=0.3,
-        edgecolor="tab:red",
-        hatch="//",
-        label="gap to mean confidence",
-    )
-    diagram.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    diagram.set(
-        title=(
-            f"CIFAR-10 reliability ({ECE_BINS} bins, S={result.samples}): "
-            f"ECE {result.ece:.3f}, accuracy {result.accuracy:.3f}"
-        ),
-        ylabel="accuracy",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    diagram.legend(loc="upper left")
-    counts.bar(left, bins.count, width=width, align="edge", color="grey", edgecolor="black")
-    counts.set(xlabel="confidence (top-class probability)", ylabel="images", yscale="log")
+def plot_cifar_reliability(results: dict[str, CifarResult], path: Path) -> None:
+    """Reliability diagram per model: per-bin accuracy against confidence, the counts below."""
+    figure = Figure(figsize=(6.5 * len(results), 7), layout="constrained")
+    axes = figure.subplots(2, len(results), sharex="col", height_ratios=(3, 1), squeeze=False)
+    for (diagram, counts), (name, result) in zip(axes.T, results.items(), strict=True):
+        bins = result.bins
+        left, width = bins.edges[:-1], np.diff(bins.edges)
+        acc = np.nan_to_num(bins.accuracy)
+        gap = np.where(bins.count > 0, np.nan_to_num(bins.confidence) - acc, 0.0)
+        diagram.bar(
+            left,
+            acc,
+            width=width,
+            align="edge",
+            color="tab:blue",
+            edgecolor="navy",
+            label="accuracy in bin",
+        )
+        diagram.bar(
+            left,
+            gap,
+            bottom=acc,
+            width=width,
+            align="edge",
+            color="tab:red",
+            alpha=0.3,
+            edgecolor="tab:red",
+            hatch="//",
+            label="gap to mean confidence",
+        )
+        diagram.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        diagram.set(
+            title=(
+                f"{name} on CIFAR-10 ({ECE_BINS} bins, S={result.samples}): "
+                f"ECE {result.ece:.3f}, accuracy {result.accuracy:.3f}"
+            ),
+            ylabel="accuracy",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+        diagram.legend(loc="upper left")
+        counts.bar(left, bins.count, width=width, align="edge", color="grey", edgecolor="black")
+        counts.set(xlabel="confidence (top-class probability)", ylabel="images", yscale="log")
     _save(figure, path)
 
 
-def plot_cifar_refusal(result: CifarResult, path: Path) -> None:
-    """Accuracy on what is kept after refusing the most uncertain images."""
+def plot_cifar_refusal(results: dict[str, CifarResult], path: Path) -> None:
+    """Accuracy on what is kept after refusing the most uncertain images, per model."""
     figure = Figure(figsize=(7, 4.6), layout="constrained")
     ax = figure.subplots()
     refused = 100 * np.asarray(REFUSAL_FRACTIONS)
-    ax.plot(refused, result.refusal_total, "o-", label="refuse highest total entropy")
-    ax.plot(refused, result.refusal_epistemic, "s-", label="refuse highest epistemic (MI)")
-    ax.axhline(result.accuracy, ls="--", color="grey", label="refuse at random (expected)")
+    for i, (name, result) in enumerate(results.items()):
+        # Two colours per model, one per ranking score; its random baseline dashed.
+        ax.plot(
+            refused,
+            result.refusal_total,
+            "o-",
+            color=f"C{2 * i}",
+            label=f"{name}: refuse highest total entropy",
+        )
+        ax.plot(
+            refused,
+            result.refusal_epistemic,
+            "s-",
+            color=f"C{2 * i + 1}",
+            label=f"{name}: refuse highest epistemic (MI)",
+        )
+        ax.axhline(
+            result.accuracy,
+            ls="--",
+            color=f"C{2 * i}",
+            alpha=0.6,
+            label=f"{name}: refuse at random (expected)",
+        )
     ax.set(
         title="CIFAR-10: accuracy when refusing the most uncertain images",
         xlabel="images refused (%)",
@@ -224,32 +246,33 @@ def plot_cifar_refusal(result: CifarResult, path: Path) -> None:
     _save(figure, path)
 
 
-def plot_cifar_shift(result: CifarResult, path: Path) -> None:
-    """Mean epistemic term and accuracy by corruption severity."""
-    figure = Figure(figsize=(13, 4.6), layout="constrained")
-    epistemic, acc = figure.subplots(1, 2)
+def plot_cifar_shift(results: dict[str, CifarResult], path: Path) -> None:
+    """Mean epistemic term and accuracy by corruption severity, a row per model."""
+    figure = Figure(figsize=(13, 4.6 * len(results)), layout="constrained")
+    axes = figure.subplots(len(results), 2, squeeze=False)
     severity = [0, *SEVERITIES]
-    for name in CORRUPTIONS:
-        auc = result.auroc_epistemic[name]
-        label = f"{_label(name)} (AUROC clean vs 5: {auc:.2f})"
-        epistemic.plot(severity, result.shift_epistemic[name], "o-", label=label)
-        acc.plot(severity, result.shift_accuracy[name], "o-", label=_label(name))
-    acc.axhline(1 / result.classes, ls="--", color="grey", label="chance")
-    epistemic.set(
-        title=f"CIFAR-10: epistemic uncertainty under corruption ({result.shift_images} images)",
-        xlabel="severity (0 = clean)",
-        ylabel="mean epistemic term (mutual information, nats)",
-        xticks=severity,
-    )
-    acc.set(
-        title="CIFAR-10: accuracy under corruption",
-        xlabel="severity (0 = clean)",
-        ylabel="accuracy",
-        xticks=severity,
-        ylim=(0, 1),
-    )
-    for ax in (epistemic, acc):
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best")
+    for (epistemic, acc), (name, result) in zip(axes, results.items(), strict=True):
+        for corruption in CORRUPTIONS:
+            auc = result.auroc_epistemic[corruption]
+            label = f"{_label(corruption)} (AUROC clean vs 5: {auc:.2f})"
+            epistemic.plot(severity, result.shift_epistemic[corruption], "o-", label=label)
+            acc.plot(severity, result.shift_accuracy[corruption], "o-", label=_label(corruption))
+        acc.axhline(1 / result.classes, ls="--", color="grey", label="chance")
+        epistemic.set(
+            title=f"{name}: epistemic uncertainty under corruption ({result.shift_images} images)",
+            xlabel="severity (0 = clean)",
+            ylabel="mean epistemic term (mutual information, nats)",
+            xticks=severity,
+        )
+        acc.set(
+            title=f"{name}: CIFAR-10 accuracy under corruption",
+            xlabel="severity (0 = clean)",
+            ylabel="accuracy",
+            xticks=severity,
+            ylim=(0, 1),
+        )
+        for ax in (epistemic, acc):
+            ax.ticklabel_format(axis="y", useOffset=False)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")
     _save(figure, path)

@@ -1,0 +1,279 @@
+"""Train a regressor on a numeric table: the loop behind ``train_tabular`` and ``train_wine``.
+
+``bnn`` is the full Bayes-by-Backprop network (every weight and bias stochastic, plus a noise
+model); ``gaussian`` is a deterministic network with a Gaussian head. Part of the training
+rows is held out for early stopping on the NLL of the predictive mixture; the best epoch is
+kept, scored on the test rows, and written with its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from models.checkpoint import save_checkpoint
+from models.layers import kl_divergence
+from models.predictive import fixed_posterior, is_bayesian, regression_samples
+from models.tabular import NoiseModel, TabularBNN, TabularGaussian, TabularRegressor
+from training.datasets.table import TableError, check_not_constant
+from training.evaluate import evaluate_regression
+from training.manifest import write_manifest, written
+from training.objective import negative_elbo
+from uncertainty.metrics import mixture_nll
+
+ModelChoice = Literal["bnn", "gaussian"]
+MODEL_CHOICES: tuple[ModelChoice, ...] = ("bnn", "gaussian")
+# Posterior samples for the early-stopping score and for the test metrics.
+VALIDATION_SAMPLES = 20
+TEST_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class TabularSettings:
+    """Everything that decides how a tabular model is trained (and the manifest records)."""
+
+    model: ModelChoice
+    hidden: tuple[int, ...]
+    noise: NoiseModel
+    prior_sigma: float
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    val_fraction: float
+    seed: int
+    train_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class TabularData:
+    """Train and test rows in ``features`` order, and how the manifest names the data."""
+
+    x_train: np.ndarray  # float32, N × F
+    y_train: np.ndarray  # float32, N
+    x_test: np.ndarray
+    y_test: np.ndarray
+    features: tuple[str, ...]
+    target: str
+    description: dict[str, Any]  # source, split, fingerprint: written to the manifest
+
+
+@dataclass(frozen=True)
+class FittedRegressor:
+    model: TabularRegressor
+    fit_rows: int
+    validation_rows: int
+    epochs_run: int
+    best_epoch: int  # 1-based
+    validation_nll: float
+
+
+def add_tabular_options(
+    parser: argparse.ArgumentParser,
+    *,
+    hidden: dict[str, list[int]],
+    patience: int,
+    val_fraction: float = 0.15,
+) -> None:
+    """The options of the tabular training loop, with a script's defaults."""
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="bnn")
+    parser.add_argument(
+        "--noise",
+        choices=["heteroscedastic", "homoscedastic"],
+        default="heteroscedastic",
+        help="bnn only: the aleatoric noise model",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"hidden layer widths (default: {hidden})",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=val_fraction,
+        help="share of the training rows held out for early stopping",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=patience,
+        help="stop after this many epochs without a better validation NLL",
+    )
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="use only the first k training rows (for quick checks)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, hidden: dict[str, list[int]]) -> TabularSettings:
+    """The settings of a parsed command line; ``hidden`` holds the widths per model choice."""
+    return TabularSettings(
+        model=args.model,
+        hidden=tuple(args.hidden or hidden[args.model]),
+        noise=args.noise,
+        prior_sigma=args.prior_sigma,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        train_rows=args.train_rows,
+    )
+
+
+def build_regressor(
+    features: Sequence[str], target: str, settings: TabularSettings
+) -> TabularRegressor:
+    if settings.model == "bnn":
+        return TabularBNN(
+            features=features,
+            target=target,
+            hidden=settings.hidden,
+            prior_sigma=settings.prior_sigma,
+            noise=settings.noise,
+        )
+    return TabularGaussian(features=features, target=target, hidden=settings.hidden)
+
+
+def fit_regressor(
+    data: TabularData,
+    settings: TabularSettings,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool = True,
+    desc: str = "training",
+) -> FittedRegressor:
+    """Minibatch training with early stopping on the validation NLL; the best epoch's weights.
+
+    The caller seeds torch first (:func:`training.cli.seed_everything`): the network's
+    initial weights come from torch's global RNG, the minibatch order from ``generator``.
+    """
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        data.x_train[: settings.train_rows],
+        data.y_train[: settings.train_rows],
+        test_size=settings.val_fraction,
+        random_state=settings.seed,
+    )
+    check_not_constant(x_fit, data.features, "over the training rows, feature")
+    model = build_regressor(data.features, data.target, settings)
+    _fit_standardization(model, x_fit, y_fit)
+    model.to(device)
+
+    x = torch.as_tensor(x_fit, device=device)
+    y = torch.as_tensor(y_fit, device=device)
+    x_val_t = torch.as_tensor(x_val, device=device)
+    y_val_t = torch.as_tensor(y_val, device=device)
+    bayesian = is_bayesian(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
+    epoch = -1
+    bar = tqdm(range(settings.epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        model.train()
+        for index in torch.randperm(len(x), generator=generator).split(settings.batch_size):
+            mu, sigma = model(x[index])
+            nll = -torch.distributions.Normal(mu, sigma).log_prob(y[index]).mean()
+            loss = negative_elbo(nll, kl_divergence(model), len(x)) if bayesian else nll
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        val_nll = validation_nll(model, x_val_t, y_val_t)
+        if val_nll < best[0]:
+            best = (val_nll, epoch, copy.deepcopy(model.state_dict()))
+        bar.set_postfix(val_nll=f"{val_nll:.4f}", best=f"{best[0]:.4f}@{best[1] + 1}")
+        if epoch - best[1] >= settings.patience:
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    return FittedRegressor(
+        model=model,
+        fit_rows=len(x_fit),
+        validation_rows=len(x_val),
+        epochs_run=epoch + 1,
+        best_epoch=best[1] + 1,
+        validation_nll=best[0],
+    )
+
+
+def _fit_standardization(model: TabularRegressor, x: np.ndarray, y: np.ndarray) -> None:
+    """Population mean and std of the fit rows, computed by numpy in float32.
+
+    Not :meth:`TabularRegressor.fit_standardization`: torch's float32 reductions differ from
+    numpy's in the last bits, and the committed wine checkpoints were trained with numpy's;
+    this keeps ``train_wine`` reproducing them exactly.
+    """
+    model.standardize.fit(torch.as_tensor(x.mean(0)), torch.as_tensor(x.std(0)))
+    model.target.fit(torch.tensor(y.mean()), torch.tensor(y.std()))
+
+
+def validation_nll(model: TabularRegressor, x: torch.Tensor, y: torch.Tensor) -> float:
+    """NLL of the predictive mixture (fixed posterior draws, so epochs compare fairly)."""
+    model.eval()
+    posterior = fixed_posterior(model, VALIDATION_SAMPLES) if is_bayesian(model) else None
+    mu, sigma = regression_samples(model, x, posterior)
+    return mixture_nll(y, mu, sigma)
+
+
+def train_tabular_model(
+    data: TabularData,
+    settings: TabularSettings,
+    *,
+    output: Path,
+    command: str,
+    device: torch.device,
+    generator: torch.Generator,
+    progress: bool = True,
+    desc: str = "training",
+) -> dict[str, float | None]:
+    """Fit, write the checkpoint, score the test rows, write the manifest; the test metrics."""
+    if settings.val_fraction <= 0 or settings.val_fraction >= 1:
+        raise TableError(f"the validation fraction must be in (0, 1), got {settings.val_fraction}")
+    fitted = fit_regressor(
+        data, settings, generator=generator, device=device, progress=progress, desc=desc
+    )
+    model = fitted.model
+    sha256 = save_checkpoint(model, output)
+    metrics = evaluate_regression(model, data.x_test, data.y_test, samples=TEST_SAMPLES)
+    write_manifest(
+        output,
+        model=model,
+        command=command,
+        data={
+            **data.description,
+            "train_rows": fitted.fit_rows,
+            "validation_rows": fitted.validation_rows,
+            "test_rows": len(data.y_test),
+        },
+        metrics=metrics,
+        training={
+            "epochs_run": fitted.epochs_run,
+            "best_epoch": fitted.best_epoch,
+            "validation_nll": fitted.validation_nll,
+            "max_epochs": settings.epochs,
+            "patience": settings.patience,
+            "val_fraction": settings.val_fraction,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "seed": settings.seed,
+            "device": str(device),
+            "config": model.config,
+        },
+    )
+    print(f"best epoch {fitted.best_epoch}; " + written(output, sha256, metrics))
+    return metrics
