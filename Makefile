@@ -2,7 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# What serving needs; the checks and the report add their extras on top.
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP := $(VENV)/.installed-dev
+# make serve listens on every interface; HOST=127.0.0.1 keeps it to this machine.
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
@@ -12,45 +15,52 @@ CIFAR_BCNN := checkpoints/cifar-bcnn.safetensors
 
 .PHONY: venv serve test lint format checkpoints train report clean-venv
 
-$(STAMP): pyproject.toml
+# pip shows its progress: the first install takes minutes, and should say so as it goes.
+$(SERVE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --upgrade pip
 	@# torch first and pinned exactly: a looser spec pulls a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,report]"
-	touch $(STAMP)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e .
+	touch $(SERVE_STAMP)
 
-venv: $(STAMP)
+$(DEV_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -e ".[dev,report]"
+	touch $(DEV_STAMP)
+
+venv: $(DEV_STAMP)
 
 # Committed checkpoints are used as they are; a missing one is trained.
-$(WINE_BNN): | $(STAMP)
+$(WINE_BNN): | $(SERVE_STAMP)
 	$(BIN)/python -m training.train_wine --model bnn --output $@
-$(WINE_GAUSSIAN): | $(STAMP)
+$(WINE_GAUSSIAN): | $(SERVE_STAMP)
 	$(BIN)/python -m training.train_wine --model gaussian --output $@
-$(CIFAR_BCNN): | $(STAMP)
+$(CIFAR_BCNN): | $(SERVE_STAMP)
 	$(BIN)/python -m training.train_cifar --output $@
 
 checkpoints: $(WINE_BNN) $(WINE_GAUSSIAN) $(CIFAR_BCNN)
 
 # Retrain all three, replacing the committed checkpoints (CIFAR: ~40 min on 2 CPU cores).
-train: $(STAMP)
+train: $(SERVE_STAMP)
 	$(BIN)/python -m training.train_wine --model bnn
 	$(BIN)/python -m training.train_wine --model gaussian
 	$(BIN)/python -m training.train_cifar
 
+# The port is checked first: a taken one is said at once, not after the models have loaded.
 serve: checkpoints
+	@$(BIN)/python -m service.port $(HOST) $(PORT)
 	$(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --no-access-log
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # Calibration and shift report of the committed checkpoints, written to reports/.
-report: $(STAMP)
+report: $(DEV_STAMP)
 	$(BIN)/python -m training.report
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -67,6 +77,6 @@ docker-build:
 # Benchmarks, printed as one table and written to bench/RESULTS.md (a few minutes; run it on
 # an otherwise idle machine). Installs wrk from Debian's packages if missing: that needs root.
 .PHONY: bench
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run

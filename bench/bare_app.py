@@ -1,11 +1,14 @@
-"""The ceiling of HTTP + JSON here: ``/predict/wine`` parsed as the service does, no model.
+"""The ceiling of HTTP + JSON here: ``/predict/wine`` decoded as the service does, no model run.
 
-It takes the same query parameters, checks the content type and parses the body with the
-service's own ``parse_json`` and ``wine_rows``, then answers a canned JSON body of the same
-shape and size as the service's (one prediction per instance). Service over bare is thus the
-cost of the model, the batcher and the service's middleware, not of HTTP or JSON.
+It takes the same query parameters and decodes the body with the service's own decoder for
+the model ``/predict/wine`` serves (its task kind's: content type, JSON, one row per instance,
+validated against that model's features and instance limit), then answers a canned body of
+the same shape and size as the service's (one prediction per instance), with the service's
+JSON encoder. Service over bare is thus the cost of the model, the batcher and the service's
+middleware, not of HTTP or JSON.
 
-Run it: ``uvicorn --factory bench.bare_app:create_app``.
+Run it: ``uvicorn --factory bench.bare_app:create_app`` (``MODEL_REPOSITORY`` as for the
+service).
 """
 
 from __future__ import annotations
@@ -15,21 +18,21 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
-from service.errors import install_error_handlers
-from service.inputs import check_content_type, parse_json, wine_rows
-from service.routes.responses import LEVEL_QUERY, SAMPLES_QUERY
-from service.routes.wine import WineModel
-from service.settings import WineBNNSettings
+from bench.checkpoints import WINE_MODEL
+from models.checkpoint import load_checkpoint, verify_checkpoint
+from service.errors import ModelNotFound
+from service.json_response import NumpyJSONResponse
+from service.repository import CHECKPOINT_SUFFIX
+from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
+from service.schemas import WINE_DEFAULT, WINE_FAMILY, family_model
+from service.settings import Settings
+from service.tasks import TASKS, Limits
 
-MAX_INSTANCES = WineBNNSettings().max_instances
-DEFAULT_SAMPLES = WineBNNSettings().default_samples
-
-# float32 numbers widened to float, as the service's .tolist() gives: same digits, same bytes.
+# float32 numbers of as many digits as the service's summaries have: as many bytes of JSON.
 _MEAN, _STD, _LOWER, _UPPER, _EPISTEMIC, _ALEATORIC = np.array(
-    [5.8731, 0.6954, 4.5117, 7.2409, 0.1843, 0.6712], dtype=np.float32
-).tolist()
+    [5.8731432, 0.6954127, 4.5117354, 7.2409125, 0.1843062, 0.6712309], dtype=np.float32
+)
 CANNED_PREDICTION: dict[str, Any] = {
     "mean": _MEAN,
     "std": _STD,
@@ -37,33 +40,54 @@ CANNED_PREDICTION: dict[str, Any] = {
     "epistemic_std": _EPISTEMIC,
     "aleatoric_std": _ALEATORIC,
 }
-# The committed checkpoint's name and version, so the answer is as long as the service's.
-CANNED_MODEL = {"name": "wine-bnn", "version": "c2c50cca20b8"}
 
 
-def canned_answer(instances: int, samples: int, level: float) -> dict[str, Any]:
+def canned_answer(
+    model: dict[str, str], instances: int, samples: int, level: float
+) -> dict[str, Any]:
     return {
-        "model": CANNED_MODEL,
+        "model": model,
         "samples": samples,
         "level": level,
         "predictions": [CANNED_PREDICTION] * instances,
     }
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The bare endpoint for ``settings``' repository (default: the environment's, as the
+    service reads it)."""
+    settings = settings or Settings()
+    checkpoint = settings.model_repository / f"{WINE_MODEL}{CHECKPOINT_SUFFIX}"
+    network = load_checkpoint(checkpoint)
+    task = TASKS[network.task](network)
+    model_settings = settings.model_settings(WINE_MODEL, task.defaults)
+    limits = Limits(
+        max_instances=model_settings.max_instances,
+        max_file_bytes=settings.max_body_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )
+    # The service's name and version, so the answer is as long as the service's.
+    ref = {"name": WINE_MODEL, "version": verify_checkpoint(checkpoint)[:12]}
+
+    # The service's errors are HTTPExceptions: FastAPI's own handlers answer them, as there.
     app = FastAPI(title="bare wine endpoint (benchmark ceiling)")
-    install_error_handlers(app)
 
     @app.post("/predict/wine")
     async def predict_wine(
         request: Request,
-        model: WineModel = WineModel.bnn,
+        model: str = WINE_DEFAULT,
         samples: SAMPLES_QUERY = None,
         level: LEVEL_QUERY = 0.95,
-    ) -> JSONResponse:
-        check_content_type(request.headers.get("content-type"), ("application/json",))
-        rows = wine_rows(parse_json(await request.body()), max_instances=MAX_INSTANCES)
-        return JSONResponse(canned_answer(len(rows), samples or DEFAULT_SAMPLES, level))
+    ) -> NumpyJSONResponse:
+        name = family_model(WINE_FAMILY, model)
+        if name != WINE_MODEL:
+            raise ModelNotFound(name, [WINE_MODEL])
+        check_level(level)
+        decoded = await task.decode(request, limits)
+        answer = canned_answer(
+            ref, len(decoded.inputs), samples or model_settings.default_samples, level
+        )
+        return NumpyJSONResponse(answer)
 
     @app.get("/readyz")
     async def readyz() -> dict[str, str]:

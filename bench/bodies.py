@@ -1,8 +1,8 @@
 """The request bodies the load generators send, written to files they can read.
 
-Wine: one instance, the README's example (a single-row request is the common case and the
-one batching exists for). CIFAR: a multipart upload of real test-split JPEGs, the files the
-in-process reference decodes too.
+Tabular: one instance, the example ``GET /models`` shows for the model (a single-row request
+is the common case and the one batching exists for). CIFAR: a multipart upload of real
+test-split JPEGs, the files the in-process reference decodes too.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.cifar import CIFAR10_CLASSES
-from models.wine import WINE_FEATURES
+from models.checkpoint import load_checkpoint
+from service.tasks import TASKS
+from training.datasets.cifar import CIFAR10_CLASSES
 from training.datasets.location import resolve_data_dir
 
 BOUNDARY = "bench-boundary-7d1f0c2a9e"
@@ -25,12 +26,12 @@ class Body:
     instances: int  # rows or images per request
 
 
-def wine_body(folder: Path) -> Body:
-    # Imported here: the model level uses cifar_files on GPU machines without pydantic.
-    from service.schemas import WINE_EXAMPLE
-
-    path = folder / "wine.json"
-    path.write_text(json.dumps(dict(zip(WINE_FEATURES, WINE_EXAMPLE, strict=True))))
+def tabular_body(folder: Path, checkpoint: Path) -> Body:
+    """One instance of the tabular model in ``checkpoint``, by feature name."""
+    model = load_checkpoint(checkpoint)
+    example = TASKS[model.task](model).describe()["input"]["example"]
+    path = folder / f"{checkpoint.stem}.json"
+    path.write_text(json.dumps(example))
     return Body(path, "application/json", 1)
 
 

@@ -7,24 +7,27 @@
 # level with the service's models on CUDA) when wrk is on PATH; without wrk, the model level
 # alone. Writes the card, the versions, the table and RESULTS.md to $OUT when it is set (the
 # lent machine's folder that comes back), else to bench/gpu-results/. Python: $PYTHON if set;
-# else .venv if its torch sees CUDA; else python3 if its torch does (the GPU image's); else it
-# builds .venv with `make venv` (that needs the package registries). Data: $BAYES_DATA_DIR or
-# ../shared/data; without them the model level's inputs are synthetic, which times the same.
+# else .venv if its torch sees CUDA and it has the service's packages (the model level times
+# the service's own predictors, whose modules import FastAPI and pydantic); else python3 if
+# it does (the GPU image's); else it builds .venv with `make venv` (that needs the package
+# registries). Data: $BAYES_DATA_DIR or ../shared/data; without them the model level's inputs
+# are synthetic, which times the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out="${OUT:-bench/gpu-results}"
 mkdir -p "$out"
 
-sees_cuda() {
-  "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null
+usable() {
+  "$1" -c 'import sys, torch, service.tasks; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    2>/dev/null
 }
 
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
-  if [[ -x .venv/bin/python ]] && sees_cuda .venv/bin/python; then
+  if [[ -x .venv/bin/python ]] && usable .venv/bin/python; then
     python=.venv/bin/python
-  elif command -v python3 >/dev/null && sees_cuda python3; then
+  elif command -v python3 >/dev/null && usable python3; then
     python=python3
   else
     make venv
@@ -46,6 +49,6 @@ if command -v wrk >/dev/null; then
     --note "bash bench/gpu.sh on a lent GPU machine: models on CUDA" "$@" | tee "$out/bench.txt"
 else
   echo "wrk is not on PATH: the model level alone" | tee -a "$out/gpu.txt"
-  "$python" -m bench.model_level --device cuda --duration 3 --cifar-batch 64 \
+  "$python" -m bench.model_level --device cuda --duration 3 --image-batch 64 \
     --json "$out/model_level_cuda.json" | tee "$out/model_level_cuda.txt"
 fi

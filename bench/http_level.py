@@ -2,15 +2,17 @@
 
 Three servers, one after another, each one uvicorn worker on the same core:
 
-* ``service``: the real service with all three models (batching on, the defaults);
-* ``bare``: ``bench.bare_app``, which parses the body as the service does and answers a
+* ``service``: the real service with every model of the repository (batching on, the
+  defaults);
+* ``bare``: ``bench.bare_app``, which decodes the body as the service does and answers a
   canned body, the ceiling of HTTP + JSON here;
-* ``unbatched``: the service with ``WINE_BNN__MAX_BATCH_SIZE=1``, batching off.
+* ``unbatched``: the service with ``WINE_BNN__MAX_BATCH_SIZE=1`` (for the wine model it
+  times), batching off.
 
 Each gets ``/predict/wine?model=bnn&samples=S`` closed loop at each concurrency and at one
 fixed arrival rate (half the batched service's closed-loop throughput at concurrency 32,
-unless ``--rate``). The batched service also gets ``/predict/cifar`` with JPEG uploads, and
-its memory is read when ready and after all that load.
+unless ``--rate``). The batched service also gets ``/predict/cifar`` (its default model) with
+JPEG uploads, and its memory is read when ready and after all that load.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import bodies, load, machine, memory, server
-from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
-from service.settings import Settings
+from bench.checkpoints import CIFAR_MODEL, DEFAULT_DIR, ROUTE_MODELS, WINE_MODEL, repository
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.routes.predict import WINE_DEFAULT
+from service.settings import Settings, settings_key
+from service.tasks import TASKS
 
-WINE_PATH = "/predict/wine?model=bnn&samples={samples}"
-CIFAR_PATH = "/predict/cifar?samples={samples}"
+WINE_PATH = f"/predict/wine?model={WINE_DEFAULT}&samples={{samples}}"
+CIFAR_PATH = "/predict/cifar?samples={samples}"  # its default model, CIFAR_MODEL
+# The wine model's own batch limit, as a per-model variable: WINE_BNN__MAX_BATCH_SIZE.
+UNBATCHED = f"{settings_key(WINE_MODEL).upper()}__MAX_BATCH_SIZE"
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wine point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--samples", type=int, default=100, help="wine posterior samples S")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=TASKS[TABULAR_REGRESSION].defaults["default_samples"],
+        help="wine posterior samples S",
+    )
     parser.add_argument("--rate", type=float, help="fixed arrival rate (default: see above)")
     parser.add_argument("--rate-connections", type=int, default=128, help="pool for --rate")
-    parser.add_argument("--cifar-samples", type=int, default=32)
+    parser.add_argument(
+        "--cifar-samples",
+        type=int,
+        default=TASKS[IMAGE_CLASSIFICATION].defaults["default_samples"],
+        help="CIFAR posterior samples S",
+    )
     parser.add_argument("--cifar-images", type=int, default=8, help="JPEGs per request")
     parser.add_argument("--cifar-connections", type=int, default=16)
     parser.add_argument("--cifar-duration", type=float, default=15.0, help="seconds")
-    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--repository", type=Path, default=DEFAULT_DIR, help="the models")
     parser.add_argument("--device", default="cpu", help="the service's DEVICE: cpu, cuda, auto")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -163,11 +180,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     points: list[Point] = []
     driver = Driver(place, points)
     servers: dict[str, dict[str, object]] = {}
-    ckpt = checkpoint_dir(args.checkpoint_dir)
+    found = repository(args.repository, ROUTE_MODELS)
     with tempfile.TemporaryDirectory() as tmp:
-        wine = bodies.wine_body(Path(tmp))
+        wine = bodies.tabular_body(Path(tmp), found[WINE_MODEL])
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(args.cifar_images))
-        env = memory.service_env(ckpt, args.device)
+        env = memory.service_env(args.repository, found, args.device)
         run = {"prefix": place.server, "threads": place.server_threads}
         wine_path = WINE_PATH.format(samples=args.samples)
         cifar_path = CIFAR_PATH.format(samples=args.cifar_samples)
@@ -204,11 +221,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             after = memory.read(svc.pid)
             servers["service"] = _describe(svc)
 
-        with server.running(server.BARE_APP, **run) as bare:
+        with server.running(server.BARE_APP, env=env, **run) as bare:
             driver.wine_points(bare, "bare", wine_path, wine, args, rate)
             servers["bare"] = _describe(bare)
 
-        unbatched_env = {**env, "WINE_BNN__MAX_BATCH_SIZE": "1"}
+        unbatched_env = {**env, UNBATCHED: "1"}
         with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:
             driver.wine_points(off, "unbatched", wine_path, wine, args, rate)
             servers["unbatched"] = _describe(off)
@@ -220,7 +237,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "cifar_samples": args.cifar_samples,
         "cifar_images_per_request": args.cifar_images,
         "rate": rate,
-        "wine_max_wait_ms": Settings().wine_bnn.max_wait_ms,
+        "models": list(found),
+        "wine_model": WINE_MODEL,
+        "cifar_model": CIFAR_MODEL,
+        "wine_max_wait_ms": Settings()
+        .model_settings(WINE_MODEL, TASKS[TABULAR_REGRESSION].defaults)
+        .max_wait_ms,
         "points": [
             {
                 "server": p.server,

@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import bodies, load, machine, server
-from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
+from bench.checkpoints import CIFAR_MODEL, DEFAULT_DIR, ROUTE_MODELS, WINE_MODEL, repository
 
 GiB = 1024**3
 TARGET_BYTES = 1 * GiB
-ALL_MODELS = '["wine_bnn","wine_gaussian","cifar_bcnn"]'
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,14 @@ def read(pid: int) -> Memory:
     return Memory(fields["VmHWM"], fields["VmRSS"])
 
 
-def service_env(checkpoints: Path, device: str = "cpu") -> dict[str, str]:
-    """All three models, on the CPU unless told: the memory target is about the CPU."""
+def service_env(folder: Path, models: Iterable[str], device: str = "cpu") -> dict[str, str]:
+    """The service on ``folder``, serving ``models`` (named, so that a ``MODELS`` of the
+    environment does not change what is measured), on the CPU unless told: the memory target
+    is about the CPU."""
     return {
-        "CHECKPOINT_DIR": str(checkpoints),
+        "MODEL_REPOSITORY": str(folder),
+        "MODELS": json.dumps(list(models)),
         "DEVICE": device,
-        "MODELS": ALL_MODELS,
         "LOG_LEVEL": "warning",
     }
 
@@ -58,24 +60,24 @@ def service_env(checkpoints: Path, device: str = "cpu") -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per route")
-    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--repository", type=Path, default=DEFAULT_DIR, help="the models")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     place = machine.placement()
-    ckpt = checkpoint_dir(args.checkpoint_dir)
+    found = repository(args.repository, ROUTE_MODELS)
     with tempfile.TemporaryDirectory() as tmp:
-        wine = bodies.wine_body(Path(tmp))
+        wine = bodies.tabular_body(Path(tmp), found[WINE_MODEL])
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(8))
         with server.running(
             server.SERVICE_APP,
-            env=service_env(ckpt),
+            env=service_env(args.repository, found),
             prefix=place.server,
             threads=place.server_threads,
         ) as svc:
             ready = read(svc.pid)
             for path, body, connections in (
-                ("/predict/wine?model=bnn&samples=100", wine, 32),
-                ("/predict/cifar?samples=32", cifar, 16),
+                (f"/predict/{WINE_MODEL}?samples=100", wine, 32),
+                (f"/predict/{CIFAR_MODEL}?samples=32", cifar, 16),
             ):
                 load.run_wrk(
                     svc.url + path,

@@ -11,9 +11,13 @@ The notebook loop is given every advantage: inputs already on the device as tens
 DataLoader, ``torch.no_grad()`` (the notebook tracks gradients) and no summaries. The ratio
 is therefore a lower bound.
 
-Without the data sets (a lent GPU machine has no ../shared/data), inputs are synthetic:
-wine rows drawn around the model's own standardisation, random images. Speed does not
-depend on the values; the report says which inputs were used.
+Every model of the repository with a posterior is timed (``--models`` picks some), at its
+task kind's default S and, for a tabular model, also at S=20, where the target is stated.
+Inputs are the data a model takes: the wine test split for a model of the wine features,
+CIFAR-10 test JPEGs for a classifier of its classes. Without the data sets (a lent GPU machine
+has no ../shared/data), or for a model of other data, they are synthetic: rows drawn around
+the model's own standardisation, random images. Speed does not depend on the values; each
+figure says which inputs it used.
 """
 
 from __future__ import annotations
@@ -30,37 +34,65 @@ import torch
 from torch import nn
 
 from bench.bodies import cifar_files
-from bench.checkpoints import DEFAULT_DIR, checkpoint_dir
-from models.checkpoint import load_checkpoint
+from bench.checkpoints import DEFAULT_DIR, repository
+from bench.report import MODEL_TARGET_SAMPLES
+from models.checkpoint import ServableModel, load_checkpoint
+from models.cnn import BayesianCNN
 from models.device import resolve_device, use_exact_float32
 from models.images import decode_image, to_model_input
-from service.predictors import ClassificationPredictor, Job, Predictor, RegressionPredictor
+from models.predictive import is_bayesian
+from models.tabular import TabularRegressor
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.predictor import Job, Predictor
+from service.tasks import TASKS
+from training.datasets.cifar import CIFAR10_CLASSES
 from training.datasets.location import resolve_data_dir
-from training.datasets.wine import load_wine
+from training.datasets.wine import WINE_FEATURES, load_wine
 
 LEVEL = 0.95
+SYNTHETIC = "synthetic"
+IMAGE_BATCH = TASKS[IMAGE_CLASSIFICATION].defaults["max_batch_size"]
 
 
 @dataclass(frozen=True)
 class Case:
-    model: str  # checkpoint name without suffix
+    model: str  # the model's name in the repository
     samples: int
-
-
-CASES = (Case("wine-bnn", 20), Case("wine-bnn", 100), Case("cifar-bcnn", 32))
 
 
 @dataclass(frozen=True)
 class ModelFigure:
     model: str
+    task: str
     samples: int
     batch: int  # rows per predictor call
+    inputs: str  # the data the rows came from, or "synthetic"
     vectorised_per_s: float
     notebook_per_s: float
     notebook_rows: int  # rows the per-row loop got through in its budget
     ratio: float
     device: str
     threads: int
+
+
+def sample_counts(task: str) -> tuple[int, ...]:
+    """The S a model of ``task`` is timed at: the default S it is served with, and for a
+    tabular model also the S the model-level target is stated at."""
+    default = TASKS[task].defaults["default_samples"]
+    if task == TABULAR_REGRESSION:
+        return tuple(sorted({MODEL_TARGET_SAMPLES, default}))
+    return (default,)
+
+
+def cases(models: dict[str, ServableModel]) -> list[Case]:
+    """Tabular models first, then image models, each by name; models without a posterior
+    are left out (one network: there are no S draws to vectorise)."""
+    order = {TABULAR_REGRESSION: 0, IMAGE_CLASSIFICATION: 1}
+    timed = sorted(
+        (name for name, model in models.items() if is_bayesian(model)),
+        key=lambda name: (order.get(models[name].task, len(order)), name),
+    )
+    return [Case(name, s) for name in timed for s in sample_counts(models[name].task)]
 
 
 def per_second(step: Callable[[], int], budget_s: float) -> tuple[float, int]:
@@ -107,50 +139,53 @@ def vectorised_step(
     return step
 
 
-def has_data() -> bool:
-    root = resolve_data_dir()
-    return (root / "wine").is_dir() and (root / "cifar10" / "test").is_dir()
-
-
-def wine_inputs(model: nn.Module, synthetic: bool) -> np.ndarray:
+def tabular_inputs(model: TabularRegressor, synthetic: bool) -> tuple[np.ndarray, str]:
     """The wine test split (735 rows), or as many rows drawn around the training mean."""
-    if not synthetic:
-        return load_wine().x_test
+    if not synthetic and model.features == WINE_FEATURES and (resolve_data_dir() / "wine").is_dir():
+        return load_wine().x_test, "wine test split"
     mean, scale = model.standardize.mean.cpu(), model.standardize.scale.cpu()
     generator = torch.Generator().manual_seed(0)
-    return (mean + scale * torch.randn(735, len(mean), generator=generator)).numpy()
+    rows = mean + scale * torch.randn(735, len(mean), generator=generator)
+    return rows.numpy(), SYNTHETIC
 
 
-def cifar_inputs(count: int, synthetic: bool) -> np.ndarray:
+def image_inputs(model: BayesianCNN, count: int, synthetic: bool) -> tuple[np.ndarray, str]:
     """The JPEGs the HTTP benchmark uploads and more, decoded as the service does; or noise."""
-    if synthetic:
-        return np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-    return np.stack([decode_image(path.read_bytes()) for path in cifar_files(count)])
+    size = model.image_size
+    cifar = resolve_data_dir() / "cifar10" / "test"
+    if not synthetic and model.classes == CIFAR10_CLASSES and cifar.is_dir():
+        images = [decode_image(path.read_bytes(), size) for path in cifar_files(count)]
+        return np.stack(images), "CIFAR-10 test JPEGs"
+    noise = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    return noise, SYNTHETIC
 
 
 def measure(
     case: Case,
-    folder: Path,
+    model: ServableModel,
     device: torch.device,
     args: argparse.Namespace,
-    synthetic: bool,
 ) -> ModelFigure:
-    model = load_checkpoint(folder / f"{case.model}.safetensors", device)
-    classify = case.model.startswith("cifar")
+    model = model.to(device)
+    classify = model.task == IMAGE_CLASSIFICATION
     if classify:
-        inputs = cifar_inputs(args.cifar_batch, synthetic)
-        predictor: Predictor[object] = ClassificationPredictor(model, max_samples=case.samples)
+        assert isinstance(model, BayesianCNN)
+        inputs, source = image_inputs(model, args.image_batch, args.synthetic)
         rows = [to_model_input(image[None]).to(device) for image in inputs]
     else:
-        inputs = wine_inputs(model, synthetic)
-        predictor = RegressionPredictor(model, max_samples=case.samples)
+        assert isinstance(model, TabularRegressor)
+        inputs, source = tabular_inputs(model, args.synthetic)
         rows = [torch.from_numpy(row[None]).to(device) for row in inputs]
+    # The service's own predictor for the model's task kind.
+    predictor: Predictor[object] = TASKS[model.task](model).predictor(case.samples)
     fast, _ = per_second(vectorised_step(predictor, inputs, case.samples), args.duration)
     slow, done = per_second(notebook_step(model, rows, case.samples, classify), args.duration)
     return ModelFigure(
         case.model,
+        model.task,
         case.samples,
         len(inputs),
+        source,
         fast,
         slow,
         done,
@@ -165,8 +200,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, for both ways")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--cifar-batch", type=int, default=64, help="images per predictor call")
-    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument(
+        "--image-batch", type=int, default=IMAGE_BATCH, help="images per predictor call"
+    )
+    parser.add_argument("--repository", type=Path, default=DEFAULT_DIR, help="the models")
+    parser.add_argument(
+        "--models", nargs="+", help="names of the models to time; default: each with a posterior"
+    )
     parser.add_argument("--synthetic", action="store_true", help="random inputs, not the data")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -178,25 +218,26 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
     device = resolve_device(args.device)
     if device.type == "cuda":
         use_exact_float32()  # as the service does
-    synthetic = args.synthetic or not has_data()
-    checkpoints = checkpoint_dir(args.checkpoint_dir)
-    figures = [measure(case, checkpoints, device, args, synthetic) for case in CASES]
-    inputs = "test-split inputs"
-    if synthetic:
-        inputs = "synthetic inputs" + ("" if args.synthetic else " (no data sets found)")
-    print(f"device {device}, torch threads {args.threads}, {args.duration:g} s per way, {inputs}")
-    header = ("model", "S", "batch", "vectorised/s", "notebook/s", "ratio")
-    print("{:<11} {:>4} {:>5} {:>13} {:>11} {:>8}".format(*header))
+    found = repository(args.repository, args.models or ())
+    names = args.models or list(found)
+    models = {name: load_checkpoint(found[name]) for name in names}
+    timed = cases(models)
+    if not timed:
+        raise SystemExit(f"no model with a posterior to time among {', '.join(names) or 'none'}")
+    figures = [measure(case, models[case.model], device, args) for case in timed]
+    print(f"device {device}, torch threads {args.threads}, {args.duration:g} s per way")
+    width = max(len(f.model) for f in figures)
+    print(
+        f"{'model':<{width}} {'S':>4} {'batch':>5} {'vectorised/s':>13} {'notebook/s':>11} "
+        f"{'ratio':>8}  inputs"
+    )
     for f in figures:
         print(
-            f"{f.model:<11} {f.samples:>4} {f.batch:>5} {f.vectorised_per_s:>13,.0f} "
-            f"{f.notebook_per_s:>11,.1f} {f.ratio:>7,.1f}×"
+            f"{f.model:<{width}} {f.samples:>4} {f.batch:>5} {f.vectorised_per_s:>13,.0f} "
+            f"{f.notebook_per_s:>11,.1f} {f.ratio:>7,.1f}×  {f.inputs}"
         )
     if args.json:
-        report = {
-            "figures": [asdict(f) for f in figures],
-            "inputs": inputs,
-        }
+        report: dict[str, object] = {"figures": [asdict(f) for f in figures]}
         if device.type == "cuda":
             report["card"] = torch.cuda.get_device_name(device)
         args.json.write_text(json.dumps(report, indent=2))

@@ -29,24 +29,25 @@ SMOKE_BANNER = (
 )
 
 METHOD = """\
-- **Model level** (`M`): rows (or images) per second of `service.predictors`'
-  `RegressionPredictor` / `ClassificationPredictor` on one batch (the wine test split, 735
-  rows; 64 CIFAR test JPEGs, the service's `max_batch_size`, of which the HTTP benchmark
-  uploads the first 8) against the notebook's
+- **Model level** (`M`): rows (or images) per second of the service's predictor for each
+  model with a posterior (its task kind's `predictor`, as the service builds it) on one batch
+  (the wine test split, 735 rows; 64 CIFAR test JPEGs, the image task's `max_batch_size`, of
+  which the HTTP benchmark uploads the first 8) against the notebook's
   `compute_predictions` way: one row at a time, S forward passes of the model in eval mode,
   each drawing fresh weights. Same process, device and torch threads, each for a fixed time
   budget. The notebook loop runs under `torch.no_grad()`, without DataLoader or summaries, so
   the ratio is a lower bound. The CIFAR figure is also the in-process reference for CIFAR
   over HTTP, run on the server's core with its thread count.
-- **HTTP level** (`H`): one uvicorn worker per server, started in turn: the service (all
-  three models), `bench.bare_app` (same query parameters, content-type check and
-  `parse_json` + `wine_rows`, canned answer of the service's shape) and the service with
-  `WINE_BNN__MAX_BATCH_SIZE=1`. wrk (one thread) drives each, closed loop at each
-  concurrency and at a fixed arrival rate. Body: one wine instance; CIFAR: a multipart
-  upload of real test-split JPEGs; its images/s count the answers after the first batch's
-  over the time to the last one, since a closed loop of second-long requests starts with an
-  empty pipeline. CPU ms/req is the server process's user + system time over completed
-  requests: unlike req/s, another job on the core does not change it.
+- **HTTP level** (`H`): one uvicorn worker per server, started in turn: the service (every
+  model of the repository), `bench.bare_app` (same query parameters, the service's own
+  decoder for the wine model, canned answer of the service's shape through the service's JSON
+  encoder) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`. wrk (one thread) drives each,
+  closed loop at each concurrency and at a fixed arrival rate. Body: one wine instance (the
+  example `GET /models` shows); CIFAR: a multipart upload of real test-split JPEGs; its
+  images/s count the answers after the first batch's over the time to the last one, since a
+  closed loop of second-long requests starts with an empty pipeline. CPU ms/req is the server
+  process's user + system time over completed requests: unlike req/s, another job on the
+  core does not change it.
 - **Fixed arrival rate**: wrk's `delay()` hook (`bench/wrk_post.lua`) schedules request n
   at n/rate s and the next free connection of a pool sends it. Caveat: it is open loop only
   while a connection is free; a request that found the whole pool busy went out late, wrk
@@ -61,7 +62,9 @@ METHOD = """\
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: short durations")
-    parser.add_argument("--checkpoint-dir", type=Path, help="passed on to every part")
+    parser.add_argument(
+        "--repository", type=Path, help="the model repository, passed on to every part"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="the report to write")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument(
@@ -93,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     started, clock = datetime.now(UTC), time.monotonic()
     about = machine.describe()
     shared = ["--device", args.device]
-    if args.checkpoint_dir:
-        shared += ["--checkpoint-dir", str(args.checkpoint_dir)]
+    if args.repository:
+        shared += ["--repository", str(args.repository)]
     if args.quick:
         model_opts = ["--duration", "0.5"]
         http_opts = ["--duration", "1", "--cifar-duration", "8"]

@@ -12,6 +12,7 @@ from models.layers import BayesConv2d, BayesLinear, Posterior
 from models.standardize import Standardize
 from models.task import IMAGE_CLASSIFICATION
 
+
 def _output_side(conv: BayesConv2d, side: int) -> int:
     """Side of the square map after ``conv`` (stride 1) and a 3/2 max-pool."""
     side = side + 2 * conv.padding - conv.kernel_size + 1

@@ -46,11 +46,14 @@ from service.client import (
     ServiceUnavailableError,
 )
 from service.schemas import (
+    CIFAR_FAMILY,
+    WINE_FAMILY,
     ClassificationResponse,
     ClassUncertainty,
     ModelInfo,
     ModelsResponse,
     RegressionResponse,
+    family_model,
 )
 
 __all__ = [
@@ -294,11 +297,11 @@ def _run_predict(args: argparse.Namespace, client: Client) -> None:
 
 
 def _run_wine(args: argparse.Namespace, client: Client) -> None:
-    _tabular(args, client, f"wine-{args.model}", args.file)
+    _tabular(args, client, family_model(WINE_FAMILY, args.model), args.file)
 
 
 def _run_cifar(args: argparse.Namespace, client: Client) -> None:
-    _images(args, client, f"cifar-{args.model}", args.images)
+    _images(args, client, family_model(CIFAR_FAMILY, args.model), args.images)
 
 
 def _run_models(args: argparse.Namespace, client: Client) -> None:

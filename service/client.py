@@ -35,7 +35,19 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from service.schemas import ClassificationResponse, ModelInfo, ModelsResponse, RegressionResponse
+# Both torch-free: the client needs neither the networks nor the server.
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.schemas import (
+    CIFAR_DEFAULT,
+    CIFAR_FAMILY,
+    WINE_DEFAULT,
+    WINE_FAMILY,
+    ClassificationResponse,
+    ModelInfo,
+    ModelsResponse,
+    RegressionResponse,
+    family_model,
+)
 
 __all__ = [
     "CIFAR_DEFAULT",
@@ -60,15 +72,6 @@ DEFAULT_URL: Final = "http://localhost:8000"
 DEFAULT_TIMEOUT_S: Final = 60.0
 DEFAULT_RETRIES: Final = 3
 DEFAULT_MAX_RETRY_WAIT_S: Final = 30.0
-# Route families, as the service has them: predict_wine(model=X) is model wine-X, and
-# predict_cifar(model=X) is cifar-X.
-WINE_DEFAULT: Final = "bnn"
-CIFAR_DEFAULT: Final = "bcnn"
-
-# The task kinds of GET /models, as models/task.py spells them (a test keeps them equal): the
-# client must not import the models package, which ships with the service, not with clients.
-TABULAR_REGRESSION: Final = "tabular-regression"
-IMAGE_CLASSIFICATION: Final = "image-classification"
 
 TabularRow: TypeAlias = Mapping[str, float] | Sequence[float]
 """A row: its features by name, or numbers in the model's feature order (NumPy rows too)."""
@@ -441,7 +444,7 @@ class Client:
         chunk_size: int | None = None,
     ) -> RegressionResponse:
         """``predict(f"wine-{model}", rows)``: quality scores with the uncertainty split."""
-        info = self.model_info(f"wine-{model}")
+        info = self.model_info(family_model(WINE_FAMILY, model))
         plan = _plan(info, rows, samples, level, chunk_size, TABULAR_REGRESSION)
         return _typed(self._run(plan), RegressionResponse)
 
@@ -455,7 +458,7 @@ class Client:
         chunk_size: int | None = None,
     ) -> ClassificationResponse:
         """``predict(f"cifar-{model}", images)``: classes with intervals and entropy split."""
-        info = self.model_info(f"cifar-{model}")
+        info = self.model_info(family_model(CIFAR_FAMILY, model))
         plan = _plan(info, images, samples, level, chunk_size, IMAGE_CLASSIFICATION)
         return _typed(self._run(plan), ClassificationResponse)
 
@@ -560,7 +563,7 @@ class AsyncClient:
         chunk_size: int | None = None,
     ) -> RegressionResponse:
         """``predict(f"wine-{model}", rows)``: quality scores with the uncertainty split."""
-        info = await self.model_info(f"wine-{model}")
+        info = await self.model_info(family_model(WINE_FAMILY, model))
         plan = _plan(info, rows, samples, level, chunk_size, TABULAR_REGRESSION)
         return _typed(await self._run(plan), RegressionResponse)
 
@@ -574,7 +577,7 @@ class AsyncClient:
         chunk_size: int | None = None,
     ) -> ClassificationResponse:
         """``predict(f"cifar-{model}", images)``: classes with intervals and entropy split."""
-        info = await self.model_info(f"cifar-{model}")
+        info = await self.model_info(family_model(CIFAR_FAMILY, model))
         plan = _plan(info, images, samples, level, chunk_size, IMAGE_CLASSIFICATION)
         return _typed(await self._run(plan), ClassificationResponse)
 

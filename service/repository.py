@@ -27,4 +27,3 @@ def find_models(folder: Path) -> dict[str, Path]:
             f"that holds the NAME{CHECKPOINT_SUFFIX} and NAME.json files)"
         )
     return {path.stem: path for path in sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"))}
-

@@ -25,6 +25,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "CIFAR_DEFAULT",
+    "CIFAR_FAMILY",
+    "WINE_DEFAULT",
+    "WINE_FAMILY",
     "B64Image",
     "ClassUncertainty",
     "ClassificationPrediction",
@@ -38,13 +42,27 @@ __all__ = [
     "ModelsResponse",
     "RegressionPrediction",
     "RegressionResponse",
+    "family_model",
     "tabular_body_adapter",
     "tabular_error_loc",
 ]
 
+# Route families: /predict/wine?model=X is model wine-X and /predict/cifar?model=X is cifar-X,
+# X defaulting to these.
+WINE_FAMILY: Final = "wine"
+CIFAR_FAMILY: Final = "cifar"
+WINE_DEFAULT: Final = "bnn"
+CIFAR_DEFAULT: Final = "bcnn"
+
+
+def family_model(family: str, model: str) -> str:
+    """The model ``/predict/FAMILY?model=MODEL`` serves; ``family_model(F, "")`` is the prefix
+    every model of family F has."""
+    return f"{family}-{model}"
+
+
 # Larger magnitudes overflow to infinity once cast to the networks' float32 input.
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
-
 
 
 def _finite_number(value: Any) -> float:

@@ -14,11 +14,15 @@ from fastapi.testclient import TestClient
 
 from bench import bodies, machine, report
 from bench.bare_app import create_app as create_bare_app
+from bench.checkpoints import WINE_MODEL
+from bench.http_level import WINE_PATH
 from bench.load import LoadToolError, parse_wrk
+from bench.model_level import Case, cases
+from models.checkpoint import load_checkpoint
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
 from service.app import create_app
 from service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 WINE_URL = "/predict/wine?model=bnn&samples=100"
 
 # Captured from `wrk -t1 -c8 -d2s -s bench/wrk_post.lua` against bench.bare_app.
@@ -47,26 +51,37 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-def test_bare_answer_has_the_service_shape_and_size(tmp_path: Path) -> None:
-    body = bodies.wine_body(tmp_path).path.read_bytes()
+@pytest.fixture(scope="module")
+def settings(checkpoint_dir: Path) -> Settings:
+    return Settings(models=(WINE_MODEL,), device="cpu", model_repository=checkpoint_dir)
+
+
+def test_the_benchmark_times_the_wine_route_at_its_default_model() -> None:
+    assert WINE_PATH.format(samples=100) == WINE_URL
+
+
+def test_bare_answer_has_the_service_shape_and_size(
+    settings: Settings, checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    body = bodies.tabular_body(tmp_path, checkpoint_dir / f"{WINE_MODEL}.safetensors")
+    content = body.path.read_bytes()
     headers = {"content-type": "application/json"}
-    with TestClient(create_bare_app()) as bare:
-        canned = bare.post(WINE_URL, content=body, headers=headers)
-    settings = Settings(models=("wine_bnn",), device="cpu", checkpoint_dir=ROOT / "checkpoints")
+    with TestClient(create_bare_app(settings)) as bare:
+        canned = bare.post(WINE_URL, content=content, headers=headers)
     with TestClient(create_app(settings)) as service:
         deadline = time.monotonic() + 60
         while service.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the service did not warm up"
             time.sleep(0.05)
-        real = service.post(WINE_URL, content=body, headers=headers)
+        real = service.post(WINE_URL, content=content, headers=headers)
     assert canned.status_code == real.status_code == 200
     assert shape(canned.json()) == shape(real.json())
     assert canned.json()["model"] == real.json()["model"]
     assert abs(len(canned.content) - len(real.content)) <= 0.1 * len(real.content)
 
 
-def test_bare_app_refuses_what_the_service_refuses() -> None:
-    with TestClient(create_bare_app()) as bare:
+def test_bare_app_refuses_what_the_service_refuses(settings: Settings) -> None:
+    with TestClient(create_bare_app(settings)) as bare:
         answer = bare.post(WINE_URL, content=json.dumps({"instances": [[1.0]]}))
         assert answer.status_code == 415  # no content type
         answer = bare.post(
@@ -74,7 +89,24 @@ def test_bare_app_refuses_what_the_service_refuses() -> None:
             content=b'{"instances": [[1.0]]}',
             headers={"content-type": "application/json"},
         )
-        assert answer.status_code == 422
+        assert answer.status_code == 422  # one feature, not eleven
+        answer = bare.post(
+            "/predict/wine?model=nope", content=b"{}", headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 404
+
+
+def test_model_level_times_each_model_with_a_posterior(checkpoint_dir: Path) -> None:
+    models = {
+        name: load_checkpoint(checkpoint_dir / f"{name}.safetensors")
+        for name in ("cifar-bcnn", "wine-gaussian", "wine-bnn")
+    }
+    # Tabular first, at the target's S and the served default; no S draws for a plain network.
+    assert cases(models) == [Case("wine-bnn", 20), Case("wine-bnn", 100), Case("cifar-bcnn", 32)]
+    assert {models["wine-bnn"].task, models["cifar-bcnn"].task} == {
+        TABULAR_REGRESSION,
+        IMAGE_CLASSIFICATION,
+    }
 
 
 def test_wrk_output_parses() -> None:
@@ -120,6 +152,8 @@ def point(server: str, connections: int, throughput: float, p50_ms: float) -> di
 def test_targets_pass_and_miss_on_the_ratios() -> None:
     http = {
         "samples": 100,
+        "models": ["cifar-bcnn", "wine-bnn", "wine-gaussian"],
+        "cifar_model": "cifar-bcnn",
         "wine_max_wait_ms": 2.0,
         "cifar_samples": 32,
         "cifar_images_per_request": 8,
@@ -137,10 +171,10 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
     }
     model = {
         "figures": [
-            {"model": "wine-bnn", "samples": 20, "batch": 735, "vectorised_per_s": 9000.0,
-             "notebook_per_s": 100.0, "ratio": 90.0},
-            {"model": "cifar-bcnn", "samples": 32, "batch": 64, "vectorised_per_s": 25.0,
-             "notebook_per_s": 4.0, "ratio": 6.25},
+            {"model": "wine-bnn", "task": TABULAR_REGRESSION, "samples": 20, "batch": 735,
+             "vectorised_per_s": 9000.0, "notebook_per_s": 100.0, "ratio": 90.0},
+            {"model": "cifar-bcnn", "task": IMAGE_CLASSIFICATION, "samples": 32, "batch": 64,
+             "vectorised_per_s": 25.0, "notebook_per_s": 4.0, "ratio": 6.25},
         ]
     }  # fmt: skip
     rows = report.model_rows(model, "M") + report.http_rows(http, model, "H")
@@ -162,7 +196,7 @@ def test_memory_has_no_target_when_the_models_run_on_cuda() -> None:
         "ready": {"peak_bytes": 1700 * 2**20, "current_bytes": 1600 * 2**20},
         "after_load": {"peak_bytes": 1800 * 2**20, "current_bytes": 1700 * 2**20},
     }
-    http = {"samples": 100, "points": [], "memory": memory}
+    http = {"samples": 100, "models": ["wine-bnn"], "points": [], "memory": memory}
     on_cpu = report.http_rows({**http, "device": "cpu"}, {"figures": []}, "H")
     on_cuda = report.http_rows({**http, "device": "cuda"}, {"figures": []}, "H")
     assert [row.verdict for row in on_cpu] == ["MISS", "MISS"]

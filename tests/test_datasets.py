@@ -1,4 +1,5 @@
-"""Data loaders: the notebook's wine split, CIFAR-10 from JPEG folders or the python release."""
+"""Data loaders: the notebook's wine split, CIFAR-10 from JPEG folders or the python release,
+any CSV table."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.cifar import CIFAR10_CLASSES
-from training.datasets.cifar import load_cifar10
-from training.datasets.location import DATA_DIR_ENV, DataNotFoundError, resolve_data_dir
+from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
+from training.datasets.location import (
+    DATA_DIR_ENV,
+    DataNotFoundError,
+    portable_source,
+    resolve_data_dir,
+)
+from training.datasets.table import TableError, read_table, split_table
 from training.datasets.wine import load_wine, read_uci_csv
 
 
@@ -112,3 +118,74 @@ def test_cifar_release_refuses_pickled_code(tmp_path: Path) -> None:
 def test_missing_cifar_data_says_where_to_put_it(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="cifar-10-batches-py"):
         load_cifar10("train", tmp_path)
+
+
+def test_portable_source_names_no_build_machine_path(tmp_path: Path) -> None:
+    (tmp_path / "wine").mkdir()
+    assert portable_source(tmp_path / "wine" / "x.csv", tmp_path) == "wine/x.csv"
+    assert portable_source(tmp_path.parent / "elsewhere.csv", tmp_path) == "elsewhere.csv"
+
+
+def test_uci_wine_csv_as_a_table(data_dir: Path) -> None:
+    path = data_dir / "wine" / "winequality-white.csv"
+    table = read_table(path, target="quality")
+    # Semicolons and quoted names, found without being told.
+    assert table.features[:2] == ("fixed acidity", "volatile acidity") and len(table.features) == 11
+    x, y = read_uci_csv(path)
+    np.testing.assert_array_equal(table.x, x)
+    np.testing.assert_array_equal(table.y, y)
+    assert table.dropped_rows == () and table.ignored_columns == ()
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_table_delimiters_and_default_features(delimiter: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(30, 3))
+    lines = [delimiter.join(['"a b"', "label", "c", "y"])]
+    lines += [
+        delimiter.join([f"{a:.4f}", f"name {i}", f"{c:.4f}", f"{t:.4f}"])
+        for i, (a, c, t) in enumerate(values)
+    ]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n\n")  # a trailing blank line is no row
+    table = read_table(path, target="y")
+    assert table.features == ("a b", "c") and table.target == "y"
+    assert table.ignored_columns == ("label",)
+    np.testing.assert_allclose(table.x, values[:, :2], atol=1e-4)
+    np.testing.assert_allclose(table.y, values[:, 2], atol=1e-4)
+    chosen = read_table(path, target="a b", features=["y"])
+    assert chosen.features == ("y",) and chosen.x.shape == (30, 1)
+
+
+def test_table_split_is_the_wine_notebooks(tmp_path: Path) -> None:
+    from sklearn.model_selection import train_test_split
+
+    path = tmp_path / "t.csv"
+    rows = [f"{i},{i * i % 7}" for i in range(40)]
+    path.write_text("\n".join(["x,y", *rows]))
+    split = split_table(read_table(path, target="y"))
+    ids = np.arange(40, dtype=np.float32)
+    _, test_ids = train_test_split(ids, test_size=0.15, random_state=42)
+    np.testing.assert_array_equal(split.x_test[:, 0], test_ids)
+    assert len(split.x_train) == 34
+
+
+def test_table_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    rows = [f"{i},{i % 5}" for i in range(30)]
+    rows[6] = "6,NA"
+    # Header (row 1), three rows, a blank row (5), then rows[3:]: rows[6] is on row 9.
+    path.write_text("\n".join(["x,y", *rows[:3], "", *rows[3:]]))
+    with pytest.raises(TableError, match=r"row 9, column 'y': missing value 'NA'"):
+        read_table(path, target="y")
+    table = read_table(path, target="y", drop_invalid=True)
+    assert table.dropped_rows == (9,) and len(table.y) == 29
+
+
+def test_table_needs_enough_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("x,y\n1,2\n2,3\n3,5\n")
+    with pytest.raises(TableError, match="3 usable rows; at least 20"):
+        read_table(path, target="y")
+    with pytest.raises(DataNotFoundError, match="no CSV file"):
+        read_table(tmp_path / "absent.csv", target="y")

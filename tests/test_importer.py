@@ -19,6 +19,7 @@ from models.checkpoint import (
 from models.importer import load_bayesiancnn_file
 from models.layers import posterior_mean
 from training import import_bayesiancnn
+from training.datasets.cifar import CIFAR10_CLASSES
 
 # (name, weight shape) of BBB3Conv3FC for CIFAR-10, as PyTorch-BayesianCNN builds it.
 SHAPES = {
@@ -59,7 +60,7 @@ def test_imported_mean_logits_equal_hand_written_forward(tmp_path: Path) -> None
     state = _their_state_dict()
     path = tmp_path / "model_3conv3fc_lrt_softplus.pt"
     torch.save(state, path)
-    model = load_bayesiancnn_file(path)
+    model = load_bayesiancnn_file(path, classes=CIFAR10_CLASSES)
     images = torch.rand(4, 3, 32, 32)
     logits = model(images, posterior_mean(model))[0]
     torch.testing.assert_close(logits, _hand_written_forward(state, images), rtol=1e-4, atol=1e-5)
@@ -72,12 +73,12 @@ def test_missing_and_unexpected_keys(tmp_path: Path) -> None:
     del state["fc2.W_rho"]
     torch.save(state, tmp_path / "a.pt")
     with pytest.raises(CheckpointError, match=r"missing 'fc2\.W_rho'"):
-        load_bayesiancnn_file(tmp_path / "a.pt")
+        load_bayesiancnn_file(tmp_path / "a.pt", classes=CIFAR10_CLASSES)
     state = _their_state_dict()
     state["fc4.W_mu"] = torch.zeros(1)
     torch.save(state, tmp_path / "b.pt")
     with pytest.raises(CheckpointError, match=r"fc4\.W_mu"):
-        load_bayesiancnn_file(tmp_path / "b.pt")
+        load_bayesiancnn_file(tmp_path / "b.pt", classes=CIFAR10_CLASSES)
 
 
 def test_wrong_shape_is_reported(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_wrong_shape_is_reported(tmp_path: Path) -> None:
     state["conv2.W_mu"] = torch.zeros(64, 32, 3, 3)
     torch.save(state, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match=r"conv2\.weight_mu: shape \(64, 32, 3, 3\)"):
-        load_bayesiancnn_file(tmp_path / "c.pt")
+        load_bayesiancnn_file(tmp_path / "c.pt", classes=CIFAR10_CLASSES)
 
 
 class _Exploit:
@@ -97,7 +98,7 @@ def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"conv1.W_mu": _Exploit()}, path)
     with pytest.raises(CheckpointError, match="tensors-only"):
-        load_bayesiancnn_file(path)
+        load_bayesiancnn_file(path, classes=CIFAR10_CLASSES)
 
 
 def test_import_command_writes_a_servable_checkpoint(data_dir: Path, tmp_path: Path) -> None:
@@ -108,9 +109,13 @@ def test_import_command_writes_a_servable_checkpoint(data_dir: Path, tmp_path: P
     metrics = import_bayesiancnn.main([*argv, "--data-dir", str(data_dir), "--no-progress"])
     assert verify_checkpoint(output) == file_sha256(output)
     manifest = read_manifest(output)
-    assert manifest["test_metrics"] == metrics and manifest["model"] == "cifar-bcnn"
+    assert manifest["test_metrics"] == metrics and manifest["name"] == "imported"
+    assert (
+        manifest["kind"] == "bayesian-cnn" and manifest["data"]["test"]["source"] == "cifar10/test"
+    )
     assert manifest["data"]["imported_from"]["sha256"] == file_sha256(source)
     model = load_checkpoint(output)
+    assert model.classes == CIFAR10_CLASSES
     state = _their_state_dict()
     images = torch.rand(2, 3, 32, 32)
     expected = _hand_written_forward(state, images)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from models.cifar import BayesianCNN
+from models.cnn import BayesianCNN
 from models.layers import (
     BayesConv2d,
     BayesLinear,
@@ -21,6 +21,7 @@ from models.layers import (
     kl_divergence as model_kl,
 )
 from models.predictive import class_probability_samples
+from training.datasets.cifar import CIFAR10_CLASSES
 
 
 def _randomise(layer: BayesLinear | BayesConv2d, seed: int = 0) -> None:
@@ -62,7 +63,7 @@ def test_kl_is_zero_when_posterior_equals_prior() -> None:
 
 
 def test_model_kl_is_sum_over_layers() -> None:
-    model = BayesianCNN()
+    model = BayesianCNN(classes=CIFAR10_CLASSES)
     expected = sum(layer.kl().item() for layer in bayesian_layers(model))
     assert model_kl(model).item() == pytest.approx(expected, rel=1e-5)
 
@@ -71,7 +72,7 @@ def test_eval_mode_forward_passes_draw_different_weights() -> None:
     layer = BayesLinear(6, 3, rho_init=-2.0).eval()
     x = torch.randn(4, 6)
     assert not torch.allclose(layer(x), layer(x))
-    model = BayesianCNN(rho_init=-3.0).eval()
+    model = BayesianCNN(classes=CIFAR10_CLASSES, rho_init=-3.0).eval()
     images = torch.rand(2, 3, 32, 32)
     assert not torch.allclose(model(images), model(images))
 
@@ -87,7 +88,7 @@ def test_posterior_draws_differ_and_follow_q() -> None:
 
 
 def test_seeded_posterior_repeats_and_is_prefix_stable() -> None:
-    model = BayesianCNN()
+    model = BayesianCNN(classes=CIFAR10_CLASSES)
     a = sample_posterior(model, 3, seed=7)
     b = sample_posterior(model, 3, seed=7)
     more = sample_posterior(model, 5, seed=7)
@@ -127,7 +128,7 @@ def test_vectorised_conv_equals_one_pass_per_draw(shared_input: bool) -> None:
 
 
 def test_vectorised_cnn_equals_one_network_per_draw() -> None:
-    model = BayesianCNN(rho_init=-3.0).eval()
+    model = BayesianCNN(classes=CIFAR10_CLASSES, rho_init=-3.0).eval()
     posterior = sample_posterior(model, 4, seed=0)
     images = torch.rand(3, 3, 32, 32)
     logits = model(images, posterior)
@@ -197,7 +198,7 @@ def test_posterior_draws_are_views_of_a_range() -> None:
 
 @pytest.mark.parametrize("per_pass", [1, 3, 8, 1000])
 def test_class_probabilities_in_chunks_of_draws_equal_one_pass(per_pass: int) -> None:
-    model = BayesianCNN(rho_init=-3.0).eval()
+    model = BayesianCNN(classes=CIFAR10_CLASSES, rho_init=-3.0).eval()
     posterior = sample_posterior(model, 5, seed=0)
     images = torch.rand(2, 3, 32, 32)
     one_pass = torch.softmax(model(images, posterior), dim=-1)

@@ -1,4 +1,4 @@
-"""The report command end to end on a tiny slice: real wine checkpoints, a random-init CNN."""
+"""The report command end to end on a tiny slice: real wine checkpoints, random-init CNNs."""
 
 from __future__ import annotations
 
@@ -12,36 +12,45 @@ import pytest
 import torch
 
 from models.checkpoint import save_checkpoint
-from models.cifar import BayesianCNN
+from models.cnn import BayesianCNN
 from training import report
+from training.datasets.cifar import CIFAR10_CLASSES
 from training.manifest import write_manifest
 from training.report.evaluation import shift_away
+from training.report.repository import ReportError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WINE_PNGS = ("wine_calibration.png", "wine_pit.png", "wine_error_vs_std.png", "wine_shift.png")
 CIFAR_PNGS = ("cifar_reliability.png", "cifar_refusal.png", "cifar_shift.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WINE_MODELS = ("wine-bnn", "wine-gaussian")
+# The target model and a second one: the report scores every cifar-* model of the repository.
+CIFAR_MODELS = (report.CIFAR_TARGET_MODEL, "cifar-second")
+
+
+def _random_cnn(folder: Path, name: str, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = BayesianCNN(classes=CIFAR10_CLASSES)
+    path = folder / f"{name}.safetensors"
+    save_checkpoint(model, path)
+    write_manifest(path, model=model, command="test: random init", data={}, metrics={}, training={})
 
 
 @pytest.fixture(scope="module")
-def report_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The committed wine checkpoints beside an untrained CIFAR model and its manifest."""
+def report_checkpoints(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed wine checkpoints beside two untrained CIFAR models, and one model the
+    report has no data for (neither wine-* nor cifar-*), which it leaves out."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    for name in report.WINE_MODELS:
+    for name in WINE_MODELS:
         for suffix in (".safetensors", ".json"):
-            shutil.copy(PROJECT_ROOT / "checkpoints" / f"{name}{suffix}", folder)
-    torch.manual_seed(0)
-    model = BayesianCNN()
-    path = folder / f"{report.CIFAR_MODEL}.safetensors"
-    save_checkpoint(model, path)
-    write_manifest(
-        path, kind=model.kind, command="test: random init", data={}, metrics={}, training={}
-    )
+            shutil.copy(checkpoint_dir / f"{name}{suffix}", folder)
+    for seed, name in enumerate(CIFAR_MODELS):
+        _random_cnn(folder, name, seed)
+    _random_cnn(folder, "other", 7)
     return folder
 
 
 def _run(report_checkpoints: Path, data_dir: Path, output: Path, *extra: str) -> dict:
-    argv = ["--checkpoint-dir", str(report_checkpoints), "--data-dir", str(data_dir)]
+    argv = ["--repository", str(report_checkpoints), "--data-dir", str(data_dir)]
     argv += ["--output", str(output), "--wine-samples", "8", "--cifar-samples", "2"]
     argv += ["--cifar-per-class", "2", "--shift-images", "12", "--device", "cpu", "--no-progress"]
     return report.main([*argv, *extra])
@@ -76,20 +85,28 @@ def test_report_end_to_end_on_a_tiny_slice(
     assert len(shift) == len(report.WINE_SHIFT_STEPS) and shift[-1] > shift[0] > 0
     assert gaussian["shift"]["mean_epistemic_std"] == [0.0] * len(report.WINE_SHIFT_STEPS)
 
-    cifar = metrics["cifar"]
-    assert cifar["test_images"] == 20 and cifar["shift"]["images"] == 12
-    assert 0 <= cifar["accuracy"] <= 1 and 0 <= cifar["ece_15"] <= 1
-    assert math.isfinite(cifar["nll"]) and cifar["nll"] > 0
-    assert sum(cifar["reliability"]["count"]) == 20
-    assert cifar["refusal"]["accuracy_by_total"][0] == pytest.approx(cifar["accuracy"])
-    for name in ("gaussian_noise", "gaussian_blur", "contrast"):
-        values = cifar["shift"]["mean_epistemic_nats"][name]
-        assert len(values) == 6 and min(values) >= 0
-        assert 0 <= cifar["shift"]["auroc_clean_vs_5_epistemic"][name] <= 1
+    assert set(metrics["checkpoints"]) == {*WINE_MODELS, *CIFAR_MODELS}
+    assert list(metrics["cifar"]) == sorted(CIFAR_MODELS)
+    for cifar in metrics["cifar"].values():
+        assert cifar["test_images"] == 20 and cifar["shift"]["images"] == 12
+        assert 0 <= cifar["accuracy"] <= 1 and 0 <= cifar["ece_15"] <= 1
+        assert math.isfinite(cifar["nll"]) and cifar["nll"] > 0
+        assert sum(cifar["reliability"]["count"]) == 20
+        assert cifar["refusal"]["accuracy_by_total"][0] == pytest.approx(cifar["accuracy"])
+        for name in ("gaussian_noise", "gaussian_blur", "contrast"):
+            values = cifar["shift"]["mean_epistemic_nats"][name]
+            assert len(values) == 6 and min(values) >= 0
+            assert 0 <= cifar["shift"]["auroc_clean_vs_5_epistemic"][name] <= 1
+    # Two different networks, two sets of numbers: each model was scored, not one twice.
+    first, second = (metrics["cifar"][name] for name in CIFAR_MODELS)
+    assert first["nll"] != second["nll"]
 
+    # The targets are checked on the target models alone.
     checks = metrics["checks"]
     assert len(checks) == len(report.COVERAGE_LEVELS) + 1 + 1 + 3 + 1
     assert metrics["all_passed"] == all(c["passed"] for c in checks)
+    targets = (report.WINE_TARGET_MODEL, report.CIFAR_TARGET_MODEL)
+    assert all(c["name"].startswith(targets) for c in checks)
 
     readme = (output / "README.md").read_text()
     for name in (*WINE_PNGS, *CIFAR_PNGS):
@@ -97,17 +114,35 @@ def test_report_end_to_end_on_a_tiny_slice(
     for check in checks:
         assert check["name"] in readme
     assert "Tried prior sigma 0.05: no change." in readme
-    assert "python -m training.report --checkpoint-dir" in readme
+    assert "python -m training.report --repository" in readme
+    for name in (*WINE_MODELS, *CIFAR_MODELS):
+        assert f"| {name} |" in readme
+    assert "other" not in metrics["checkpoints"] and "| other |" not in readme
     assert "x' = x + k·std·sign(x - mean)" in readme
 
 
 def test_report_of_wine_alone(report_checkpoints: Path, data_dir: Path, tmp_path: Path) -> None:
     metrics = _run(report_checkpoints, data_dir, tmp_path, "--tasks", "wine")
-    assert "cifar" not in metrics and set(metrics["checkpoints"]) == set(report.WINE_MODELS)
+    assert "cifar" not in metrics and set(metrics["checkpoints"]) == set(WINE_MODELS)
     assert all((tmp_path / name).is_file() for name in WINE_PNGS)
     assert not any((tmp_path / name).exists() for name in CIFAR_PNGS)
     readme = (tmp_path / "README.md").read_text()
     assert "CIFAR" not in readme and "Nothing recorded yet" in readme
+
+
+def test_a_part_without_models_is_an_error(tmp_path: Path) -> None:
+    _random_cnn(tmp_path, "cifar-only", 0)
+    with pytest.raises(ReportError, match=r"holds no wine-\* model \(it holds: cifar-only\)"):
+        report.main(["--repository", str(tmp_path), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_family_model_that_does_not_fit_its_data_is_an_error(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    _random_cnn(tmp_path, "wine-cnn", 0)
+    with pytest.raises(ReportError, match="wine-cnn is scored on the wine split"):
+        _run(tmp_path, data_dir, tmp_path / "out", "--tasks", "wine")
 
 
 def test_shift_away_moves_each_feature_k_stds_outward() -> None:

@@ -101,3 +101,25 @@ def test_readme_lists_every_setting() -> None:
     for name in ModelSettings.model_fields:
         assert f"`{name.upper()}`" in text, f"README does not document <MODEL>__{name.upper()}"
     assert f"`{CONFIG_FILE_ENV}`" in text
+
+
+def test_readme_gives_each_task_kinds_defaults() -> None:
+    """The per-model table's columns are the task kinds' defaults, as the code has them."""
+    lines = README.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| setting | tabular-"))
+    kinds = [cell.strip() for cell in lines[header].strip("|").split("|")][1:-1]
+    assert kinds == list(TASKS)
+    rows = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`").lower()] = cells[1:-1]
+    for position, kind in enumerate(kinds):
+        settings = ModelSettings(**TASKS[kind].defaults)
+        for name, value in settings.model_dump().items():
+            documented = rows[name][position]
+            expected = "(unset)" if value is None else f"`{str(value).lower()}`"
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                expected = f"{value:g}"
+            assert documented == expected, (kind, name)

@@ -1,16 +1,18 @@
-"""Training scripts end to end on tiny slices: checkpoint, manifest, reload."""
+"""Training scripts end to end on tiny slices: checkpoint, manifest, reload, re-scoring."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.checkpoint import file_sha256, load_checkpoint, read_manifest
-from training import train_cifar, train_wine
-from training.datasets.cifar import load_cifar10
-from training.datasets.wine import load_wine
-from training.evaluate import evaluate_cifar, evaluate_wine
+from training import evaluate, train_cifar, train_tabular, train_wine
+from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
+from training.datasets.table import TableError
+from training.datasets.wine import WINE_FEATURES, WINE_TARGET, load_wine
+from training.evaluate import evaluate_classification, evaluate_regression
 
 
 @pytest.mark.parametrize("model", ["bnn", "gaussian"])
@@ -22,19 +24,64 @@ def test_train_wine_tiny(model: str, data_dir: Path, tmp_path: Path) -> None:
 
     manifest = read_manifest(output)
     assert manifest["sha256"] == file_sha256(output)
-    assert manifest["model"] == f"wine-{model}"
+    assert manifest["name"] == f"wine-{model}" and manifest["task"] == "tabular-regression"
+    assert manifest["kind"] == f"tabular-{model}"
     assert (
-        manifest["command"].startswith("python -m ") and "--train-rows 300" in manifest["command"]
+        manifest["command"].startswith("python -m training.train_wine ")
+        and "--train-rows 300" in manifest["command"]
     )
+    # Where the data came from, relative to the data folder: no build-machine path.
+    assert manifest["data"]["source"] == "wine"
     assert manifest["data"]["test_rows"] == 735
-    assert set(manifest["test_metrics"]) >= {"rmse", "nll", "picp_95", "interval_width_95"}
+    assert manifest["data"]["train_rows"] + manifest["data"]["validation_rows"] == 300
+    assert manifest["training"]["epochs_run"] == 3 and manifest["training"]["seed"] == 0
+    assert set(manifest["test_metrics"]) == {
+        "rmse",
+        "nll",
+        "picp_95",
+        "interval_width_95",
+        "mean_epistemic_std",
+        "mean_aleatoric_std",
+        "samples",
+    }
+    # A deterministic network has no epistemic term: null, not 0.0.
+    assert (manifest["test_metrics"]["mean_epistemic_std"] is None) == (model == "gaussian")
 
-    # The file alone reproduces the metrics computed from the in-memory model.
+    # The file alone reproduces the metrics computed from the in-memory model...
+    reloaded_model = load_checkpoint(output)
+    assert reloaded_model.features == WINE_FEATURES and reloaded_model.target_name == WINE_TARGET
     split = load_wine(data_dir)
-    reloaded = evaluate_wine(
-        load_checkpoint(output), split.x_test, split.y_test, samples=metrics["samples"]
+    reloaded = evaluate_regression(
+        reloaded_model, split.x_test, split.y_test, samples=metrics["samples"]
     )
     assert reloaded == pytest.approx(metrics, rel=1e-6)
+    # ... and so does the re-scoring command, on the wine split by default.
+    rescored = evaluate.main([str(output), "--data-dir", str(data_dir), "--device", "cpu"])
+    assert rescored == pytest.approx(metrics, rel=1e-6)
+
+
+def test_wine_defaults_are_the_committed_checkpoints(checkpoint_dir: Path) -> None:
+    # Same settings as wrote the served checkpoints (whose training records them).
+    for model, hidden in (("bnn", [64, 64, 64]), ("gaussian", [50])):
+        recorded = read_manifest(checkpoint_dir / f"wine-{model}.safetensors")["training"]
+        assert recorded["config"]["hidden"] == hidden == train_wine.DEFAULT_HIDDEN[model]
+        assert (recorded["batch_size"], recorded["lr"], recorded["seed"]) == (64, 1e-3, 0)
+
+
+def test_evaluate_rescores_a_table_model_on_its_own_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (120, 2))
+    y = x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.1, 120)
+    csv = tmp_path / "plane.csv"
+    rows = [f"{a:.5f},{b:.5f},{t:.5f}" for (a, b), t in zip(x, y, strict=True)]
+    csv.write_text("\n".join(["u,v,w", *rows]) + "\n")
+    argv = ["--csv", str(csv), "--target", "w", "--name", "plane", "--epochs", "5"]
+    metrics = train_tabular.main([*argv, "--output-dir", str(tmp_path), "--no-progress"])
+    checkpoint = tmp_path / "plane.safetensors"
+    assert evaluate.main([str(checkpoint), "--csv", str(csv)]) == pytest.approx(metrics, rel=1e-6)
+    # Without --csv the model is not a wine model: say what to pass.
+    with pytest.raises(TableError, match="--csv"):
+        evaluate.main([str(checkpoint)])
 
 
 def test_train_cifar_tiny(data_dir: Path, tmp_path: Path) -> None:
@@ -45,10 +92,20 @@ def test_train_cifar_tiny(data_dir: Path, tmp_path: Path) -> None:
 
     manifest = read_manifest(output)
     assert manifest["sha256"] == file_sha256(output)
+    assert manifest["name"] == "cifar" and manifest["kind"] == "bayesian-cnn"
     assert manifest["data"]["train"]["rows"] == 80 and manifest["data"]["test"]["rows"] == 20
-    assert set(manifest["test_metrics"]) >= {"accuracy", "nll", "brier", "ece_15"}
+    assert manifest["data"]["train"]["source"] == "cifar10/train"
+    assert manifest["training"]["kl_weight"] == 0.03
+    assert set(manifest["test_metrics"]) == {
+        "accuracy",
+        "nll",
+        "brier",
+        "ece_15",
+        "mean_epistemic_nats",
+        "samples",
+    }
+    model = load_checkpoint(output)
+    assert model.classes == CIFAR10_CLASSES and model.image_size == 32
     test = load_cifar10("test", data_dir, per_class=2)
-    reloaded = evaluate_cifar(
-        load_checkpoint(output), test.images, test.labels, samples=2, progress=False
-    )
+    reloaded = evaluate_classification(model, test.images, test.labels, samples=2, progress=False)
     assert reloaded == pytest.approx(metrics, rel=1e-6)

@@ -2,8 +2,9 @@
 
 ``python -m training.import_bayesiancnn model_3conv3fc_lrt_softplus.pt`` reads a
 PyTorch-BayesianCNN BBB3Conv3FC state dict (tensors only, never unpickling code),
-scores it on the test split and writes a checkpoint and manifest that
-``make serve`` picks up (``CIFAR_BCNN__CHECKPOINT`` names it).
+scores it on the test split and writes a checkpoint and manifest into the model
+repository, where the service serves it under the file's stem
+(``cifar-bcnn-imported`` by default).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from models.checkpoint import file_sha256, save_checkpoint
 from models.importer import load_bayesiancnn_file
-from training.datasets.cifar import load_cifar10
-from training.evaluate import evaluate_cifar
+from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
+from training.datasets.location import portable_source
+from training.evaluate import evaluate_classification
 from training.manifest import training_command, write_manifest, written
 
 
@@ -31,20 +33,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    model = load_bayesiancnn_file(args.source, prior_sigma=args.prior_sigma)
+    model = load_bayesiancnn_file(
+        args.source, classes=CIFAR10_CLASSES, prior_sigma=args.prior_sigma
+    )
     sha256 = save_checkpoint(model, args.output)
     test = load_cifar10("test", args.data_dir, per_class=args.test_per_class)
-    metrics = evaluate_cifar(
+    metrics = evaluate_classification(
         model, test.images, test.labels, samples=args.samples, progress=not args.no_progress
     )
     write_manifest(
         args.output,
-        kind=model.kind,
+        model=model,
         command=training_command("training.import_bayesiancnn", argv),
         data={
             "imported_from": {"file": args.source.name, "sha256": file_sha256(args.source)},
             "test": {
-                "source": str(test.source),
+                "source": portable_source(test.source, args.data_dir),
                 "rows": len(test.labels),
                 "sha256": test.fingerprint,
             },

@@ -33,7 +33,7 @@ from training.tabular import (
 
 # Chosen to work on a few hundred rows as on the 4,163 of wine (see README): on small
 # tables the larger wine BNN underfits under its prior and stops too early.
-DEFAULT_HIDDEN = {"bnn": [64, 64, 64], "gaussian": [50]}
+DEFAULT_HIDDEN = {"bnn": [50], "gaussian": [50]}
 DEFAULT_EPOCHS = 1000
 DEFAULT_PATIENCE = 100
 

@@ -1,4 +1,6 @@
-"""Convert checkpoints from before the model repository: ``python -m training.upgrade_checkpoint FILE...``.
+"""Convert checkpoints from before the model repository.
+
+``python -m training.upgrade_checkpoint FILE...`` rewrites each file in place.
 
 Those files named one of three networks wired to one data set (``wine-bnn``, ``wine-gaussian``,
 ``cifar-bcnn``), with the wine features and CIFAR-10 classes in the code. The generic networks

@@ -17,14 +17,18 @@ from service.predictor import Job
 from service.routes.dependencies import registry_of, run_batched
 from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
 from service.routes.responses import ERROR_RESPONSES
-from service.schemas import ClassificationResponse, RegressionResponse
+from service.schemas import (
+    CIFAR_DEFAULT,
+    CIFAR_FAMILY,
+    WINE_DEFAULT,
+    WINE_FAMILY,
+    ClassificationResponse,
+    RegressionResponse,
+    family_model,
+)
 from service.tasks import TASKS
 
 router = APIRouter(tags=["predict"])
-
-# Route families: /predict/FAMILY?model=X serves model FAMILY-X, X defaulting to these.
-WINE_DEFAULT = "bnn"
-CIFAR_DEFAULT = "bcnn"
 
 
 def _body(*tasks: str) -> dict[str, object]:
@@ -55,7 +59,7 @@ async def predict(
 
 
 @router.post(
-    "/predict/wine",
+    f"/predict/{WINE_FAMILY}",
     response_model=RegressionResponse,
     responses=ERROR_RESPONSES,
     openapi_extra=_body(TABULAR_REGRESSION),
@@ -73,11 +77,11 @@ async def predict_wine(
     samples: SAMPLES_QUERY = None,
     level: LEVEL_QUERY = 0.95,
 ) -> NumpyJSONResponse:
-    return await predict(request, f"wine-{model}", samples, level)
+    return await predict(request, family_model(WINE_FAMILY, model), samples, level)
 
 
 @router.post(
-    "/predict/cifar",
+    f"/predict/{CIFAR_FAMILY}",
     response_model=ClassificationResponse,
     response_model_exclude_none=True,
     responses=ERROR_RESPONSES,
@@ -96,7 +100,7 @@ async def predict_cifar(
     samples: SAMPLES_QUERY = None,
     level: LEVEL_QUERY = 0.95,
 ) -> NumpyJSONResponse:
-    return await predict(request, f"cifar-{model}", samples, level)
+    return await predict(request, family_model(CIFAR_FAMILY, model), samples, level)
 
 
 @router.post(

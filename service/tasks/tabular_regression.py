@@ -138,9 +138,7 @@ class TabularRegression(Task[RegressionResult, bool]):
 
     def encode(self, job: Job, result: RegressionResult, batched: bool) -> list[dict[str, Any]]:
         _check_finite(result, batched=batched)
-        epistemic = (
-            result.epistemic_std if result.epistemic_std is not None else [None] * job.rows
-        )
+        epistemic = result.epistemic_std if result.epistemic_std is not None else [None] * job.rows
         return [
             {
                 "mean": mean,

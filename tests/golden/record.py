@@ -86,7 +86,8 @@ def main() -> None:
             response = client.post("/predict/cifar", params=query, files=files)
             response.raise_for_status()
             answers["cifar_multipart"].append({"query": query, "response": response.json()})
-            body = {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in images]}
+            encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
+            body = {"instances": [{"b64": b64} for b64 in encoded]}
             response = client.post("/predict/cifar", params=query, json=body)
             response.raise_for_status()
             answers["cifar_json"].append({"query": query, "response": response.json()})

@@ -63,9 +63,9 @@ def load_image_folder(
         )
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
-        found = sorted(
-            p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        )[:per_class]
+        found = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[
+            :per_class
+        ]
         if not found:
             raise DataNotFoundError(
                 f"no images in {folder / name} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"

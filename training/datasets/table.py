@@ -173,9 +173,7 @@ def _choose_columns(
         raise TableError(f"{path}: no column {target!r} for the target; the columns: {available}")
     if features is None:
         chosen = [
-            name
-            for i, name in enumerate(header)
-            if name != target and _mostly_numeric(rows, i)
+            name for i, name in enumerate(header) if name != target and _mostly_numeric(rows, i)
         ]
         if not chosen:
             raise TableError(f"{path}: no numeric column besides the target {target!r}")

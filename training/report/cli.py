@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from models.checkpoint import load_checkpoint, read_manifest, verify_checkpoint
 from models.device import resolve_device
+from training.cli import DEFAULT_REPOSITORY
 from training.datasets.cifar import load_cifar10
 from training.datasets.location import DATA_DIR_ENV
 from training.datasets.wine import load_wine
-from training.cli import DEFAULT_REPOSITORY
 from training.manifest import training_command
 from training.report.document import write_readme
 from training.report.evaluation import (

@@ -138,9 +138,7 @@ def _cifar_section(results: dict[str, CifarResult]) -> str:
     )
 
 
-def _shift_section(
-    wine: dict[str, WineResult] | None, cifar: dict[str, CifarResult] | None
-) -> str:
+def _shift_section(wine: dict[str, WineResult] | None, cifar: dict[str, CifarResult] | None) -> str:
     parts = ["## 3. Shift: does the epistemic term grow where the model knows less?"]
     if wine is not None:
         k_max = WINE_SHIFT_STEPS[-1]
@@ -219,6 +217,13 @@ def write_readme(
     device: str,
 ) -> None:
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    scored, targets = [], []
+    if wine is not None:
+        scored.append("every wine-* model on the wine split")
+        targets.append(f"{WINE_TARGET_MODEL} (what /predict/wine serves by default)")
+    if cifar is not None:
+        scored.append("every cifar-* model on the CIFAR-10 test images")
+        targets.append(f"{CIFAR_TARGET_MODEL} (what /predict/cifar serves by default)")
     check_rows = [[c.name, c.value, c.target, "pass" if c.passed else "**miss**"] for c in checks]
     provenance = [
         [
@@ -235,18 +240,16 @@ def write_readme(
         "Does the served uncertainty mean what it says? Intervals should cover what they claim, "
         "confidence should match accuracy, and the epistemic term should grow where the model "
         "knows less. Every number comes from the repository's models below on the test data "
-        "(every wine-* model on the wine split, every cifar-* model on the CIFAR-10 test "
-        "images), with the same fixed posterior draws the service answers with. Generated "
-        f"{created} on {device} by:",
+        f"({'; '.join(scored)}), with the same fixed posterior draws the service answers with. "
+        f"Generated {created} on {device} by:",
         f"```sh\n{command}\n```",
         "(`make report` runs it with the defaults.) This file is written by "
         "`training/report/`; edit `NOTES.md` beside it instead, which is embedded at the end.",
         "## Targets",
-        f"The issue's targets, for {WINE_TARGET_MODEL} and {CIFAR_TARGET_MODEL}, the models "
-        "/predict/wine and /predict/cifar serve by default.",
+        f"The issue's targets, checked on {' and '.join(targets)}.",
         _table(["check", "value", "target", "result"], check_rows)
         if check_rows
-        else "None checked: neither model is in this report.",
+        else "None checked: the repository does not hold them.",
         "## Checkpoints",
         _table(["model", "file", "sha256", "posterior samples", "trained with"], provenance),
     ]

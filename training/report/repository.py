@@ -14,6 +14,7 @@ from models.checkpoint import ServableModel
 from models.cnn import BayesianCNN
 from models.tabular import TabularRegressor
 from service.repository import find_models
+from service.schemas import family_model
 from training.datasets.cifar import CIFAR10_CLASSES, IMAGE_SIZE
 from training.datasets.wine import WINE_FEATURES
 
@@ -26,8 +27,11 @@ class ReportError(Exception):
 
 def family_models(folder: Path, part: str) -> dict[str, Path]:
     """Model name → checkpoint of every ``PART-*`` model in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise ReportError(f"the model repository {folder} is not a folder (see --repository)")
     found = find_models(folder)
-    models = {name: path for name, path in found.items() if name.startswith(f"{part}-")}
+    prefix = family_model(part, "")
+    models = {name: path for name, path in found.items() if name.startswith(prefix)}
     if not models:
         raise ReportError(
             f"model repository {folder} holds no {part}-* model (it holds: "

@@ -1,0 +1,235 @@
+"""Train the Bayesian CNN on an image set: the loop behind ``train_images`` and ``train_cifar``.
+
+Bayes by Backprop with the local reparameterisation trick, random crop and flip, Adam with a
+cosine learning-rate decay, the KL term ramped up over the first epochs; then the test images
+are scored with S posterior samples and the checkpoint and its manifest are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoint import save_checkpoint
+from models.cnn import BayesianCNN
+from models.images import to_model_input
+from models.layers import kl_divergence
+from training.augment import crop_and_flip
+from training.datasets.images import ImageSet
+from training.datasets.location import portable_source
+from training.evaluate import evaluate_classification
+from training.manifest import write_manifest, written
+from training.objective import kl_warmup, negative_elbo
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Everything that decides how the CNN is trained (and the manifest records)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    prior_sigma: float
+    rho_init: float
+    kl_weight: float
+    kl_warmup_epochs: float
+    samples: int  # posterior samples for the test metrics
+    seed: int
+
+
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the CNN training loop (the CIFAR-10 checkpoint's values as defaults)."""
+    parser.add_argument(
+        "--kl-weight",
+        type=float,
+        default=0.03,
+        help="multiplier on KL/N_train; 1 is the plain ELBO (see README for why not here)",
+    )
+    parser.add_argument(
+        "--kl-warmup-epochs",
+        type=float,
+        default=3.0,
+        help="ramp the KL weight up from 0 over this many epochs",
+    )
+    parser.add_argument(
+        "--rho-init",
+        type=float,
+        default=-5.0,
+        help="initial rho; posterior sigma starts at softplus(rho)",
+    )
+    parser.add_argument("--samples", type=int, default=32, help="posterior samples at test time")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help="use only the first k training images of each class",
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=None,
+        help="score only the first k test images of each class",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ImageSettings:
+    return ImageSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        prior_sigma=args.prior_sigma,
+        rho_init=args.rho_init,
+        kl_weight=args.kl_weight,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        samples=args.samples,
+        seed=args.seed,
+    )
+
+
+def check_image_size(size: int) -> None:
+    """Raise ValueError if the network cannot take ``size × size`` images (before any is read).
+
+    The network itself decides, so the bound lives in one place: :class:`BayesianCNN`.
+    """
+    BayesianCNN(classes=("a", "b"), image_size=size)
+
+
+def fit_classifier(
+    train: ImageSet,
+    settings: ImageSettings,
+    *,
+    image_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool = True,
+) -> BayesianCNN:
+    """Train on ``train`` for ``settings.epochs``; the network in eval mode.
+
+    The caller seeds torch first (:func:`training.cli.seed_everything`): initial weights and
+    the local reparameterisation noise come from torch's global RNG, the minibatch order
+    and the augmentation from ``generator``.
+    """
+    model = BayesianCNN(
+        classes=train.classes,
+        image_size=image_size,
+        prior_sigma=settings.prior_sigma,
+        rho_init=settings.rho_init,
+    ).to(device)
+    pixels = torch.as_tensor(train.images).float().div_(255.0)
+    model.normalize.fit(
+        pixels.mean(dim=(0, 1, 2)).view(3, 1, 1).to(device),
+        pixels.std(dim=(0, 1, 2)).view(3, 1, 1).to(device),
+    )
+    del pixels
+
+    images = torch.as_tensor(train.images)
+    labels = torch.as_tensor(train.labels)
+    num_train = len(labels)
+    steps_per_epoch = math.ceil(num_train / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = round(settings.kl_warmup_epochs * steps_per_epoch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+
+    step = 0
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(num_train, generator=generator)
+        correct = seen = 0
+        bar = tqdm(
+            order.split(settings.batch_size),
+            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            disable=not progress,
+        )
+        for index in bar:
+            x = crop_and_flip(to_model_input(images[index]), generator).to(device)
+            y = labels[index].to(device)
+            logits = model(x)
+            nll = F.cross_entropy(logits, y)
+            kl = kl_divergence(model)
+            weight = settings.kl_weight * kl_warmup(step, warmup_steps)
+            loss = negative_elbo(nll, kl, num_train, weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(
+                nll=f"{nll.item():.3f}",
+                kl_n=f"{kl.item() / num_train:.3f}",
+                acc=f"{correct / seen:.3f}",
+            )
+        print(
+            f"epoch {epoch + 1}: train accuracy {correct / seen:.4f}, nll {nll.item():.4f}, "
+            f"KL/N {kl.item() / num_train:.4f}",
+            flush=True,
+        )
+    return model.eval()
+
+
+def train_image_model(
+    train: ImageSet,
+    test: ImageSet,
+    settings: ImageSettings,
+    *,
+    image_size: int,
+    output: Path,
+    command: str,
+    device: torch.device,
+    generator: torch.Generator,
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Fit, write the checkpoint, score the test images, write the manifest; the metrics."""
+    if test.classes != train.classes:
+        raise ValueError(f"test classes {list(test.classes)} differ from {list(train.classes)}")
+    model = fit_classifier(
+        train,
+        settings,
+        image_size=image_size,
+        generator=generator,
+        device=device,
+        progress=progress,
+    )
+    sha256 = save_checkpoint(model, output)
+    metrics = evaluate_classification(
+        model, test.images, test.labels, samples=settings.samples, progress=progress
+    )
+    write_manifest(
+        output,
+        model=model,
+        command=command,
+        data={
+            "train": _describe(train, data_dir),
+            "test": _describe(test, data_dir),
+        },
+        metrics=metrics,
+        training={
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "kl_weight": settings.kl_weight,
+            "kl_warmup_epochs": settings.kl_warmup_epochs,
+            "seed": settings.seed,
+            "device": str(device),
+            "config": model.config,
+        },
+    )
+    print(written(output, sha256, metrics))
+    return metrics
+
+
+def _describe(images: ImageSet, data_dir: Path | None) -> dict[str, object]:
+    return {
+        "source": portable_source(images.source, data_dir),
+        "rows": len(images.labels),
+        "sha256": images.fingerprint,
+    }
