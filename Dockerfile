@@ -74,4 +74,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --start-interval=5s 
 # The device comes from DEVICE, read by the service itself (auto: CUDA when there is one).
 # `python3 -m uvicorn`, as the GPU image's scripts folder may not be on PATH; `exec`, so that
 # uvicorn replaces the shell as PID 1 and gets `docker stop`'s SIGTERM: a graceful shutdown.
-CMD ["sh", "-c", "exec python3 -m uvicorn --factory service.app:create_app --host 0.0.0.0 --port \"${PORT:-8000}\" --workers \"${WORKERS:-1}\" --no-access-log"]
+# `--http`: uvicorn's h11 with deadlines for slow clients (service/connection_guard.py).
+CMD ["sh", "-c", "exec python3 -m uvicorn --factory service.app:create_app --http service.connection_guard:GuardedH11Protocol --host 0.0.0.0 --port \"${PORT:-8000}\" --workers \"${WORKERS:-1}\" --no-access-log"]

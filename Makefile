@@ -47,9 +47,11 @@ train: $(SERVE_STAMP)
 	$(BIN)/python -m training.train_cifar
 
 # The port is checked first: a taken one is said at once, not after the models have loaded.
+# `--http`: uvicorn's h11 with deadlines for slow clients (service/connection_guard.py).
 serve: checkpoints
 	@$(BIN)/python -m service.port $(HOST) $(PORT)
-	$(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --no-access-log
+	$(BIN)/uvicorn --factory service.app:create_app --http service.connection_guard:GuardedH11Protocol \
+		--host $(HOST) --port $(PORT) --no-access-log
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -17,9 +17,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 
 from service.access_log import AccessLogMiddleware
 from service.body_limit import BodySizeLimitMiddleware
+from service.client_disconnect import client_disconnected
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.routes import operations, predict
@@ -61,11 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.include_router(operations.router)
     app.include_router(predict.router)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         AccessLogMiddleware,
         metrics=metrics,
-        route_paths=lambda: {getattr(route, "path", "") for route in app.routes},
+        route_templates=lambda: app.openapi()["paths"],
     )
     return app
 

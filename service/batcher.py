@@ -5,8 +5,18 @@ Requests queue in arrival order. A single worker task looks at the oldest one an
 rows are queued. It then takes requests greedily, never reordering, while their rows fit; a
 request larger than ``max_batch_size`` runs alone rather than being split or refused.
 ``predict`` runs once per batch on a thread of its own, so the event loop keeps accepting work
-while model calls stay serialised. Overload is shed at the door: a full queue refuses at once
-with a retry hint, and a request that waited ``timeout_s`` fails rather than running late.
+while model calls stay serialised.
+
+Overload is shed at the door, before any work is spent on a request: :meth:`admit` holds a
+place in the queue from the moment a request arrives, before its body is read or decoded, and
+refuses at once (with a retry hint from the real backlog: rows waiting × recent time per row)
+when the queue is full or its backlog could not be cleared within the deadline. The deadline,
+``timeout_s`` from admission, covers the whole request: a request that would be answered late
+is refused when it is queued, and one that waits past it fails rather than running late.
+
+One request's failure is not its batch's: when a batch fails, its halves run again, down to
+single requests, so only the requests that fail alone fail (answers do not depend on what
+shares a batch, so those that succeed get the numbers they would have got anyway).
 """
 
 import asyncio
@@ -21,6 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 __all__ = [
+    "Admission",
     "BatchObserver",
     "BatcherClosedError",
     "BatcherError",
@@ -36,7 +47,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Share of the newest batch in the running batch-duration estimate behind ``retry_after``.
+# Share of the newest batch in the running estimates of batch time and rows behind the
+# expected wait (admission, ``retry_after``).
 _EWMA_WEIGHT = 0.2
 
 
@@ -71,7 +83,7 @@ class QueueFullError(BatcherError):
 
 
 class DeadlineExceededError(BatcherError):
-    """The request waited ``timeout_s`` in the queue; its answer would come too late to use."""
+    """The request passed its deadline before it ran; its answer would come too late to use."""
 
 
 class BatcherClosedError(BatcherError):
@@ -96,6 +108,27 @@ class NullObserver:
         pass
 
 
+class Admission:
+    """A place in the queue, held from a request's arrival until it is queued or let go.
+
+    ``deadline`` (event-loop time) is when the request's answer stops being of use: the
+    arrival plus ``timeout_s``. :meth:`release` gives the place back (the body was bad, the
+    client left); it is idempotent, and :meth:`DynamicBatcher.submit` uses the place up.
+    """
+
+    __slots__ = ("_on_release", "deadline", "released")
+
+    def __init__(self, on_release: Callable[[], None], deadline: float) -> None:
+        self._on_release = on_release
+        self.deadline = deadline
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._on_release()
+
+
 @dataclass(eq=False, slots=True)
 class _Request(Generic[T, R]):
     # eq=False: ``deque.remove`` must find this request by identity, not by equal fields.
@@ -103,6 +136,8 @@ class _Request(Generic[T, R]):
     rows: int
     future: asyncio.Future[R]
     enqueued_at: float
+    deadline: float
+    label: str
     queued: bool = True
 
 
@@ -133,7 +168,11 @@ class DynamicBatcher(Generic[T, R]):
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Running averages of a batch's seconds and rows: their ratio is the time per row.
         self._batch_seconds: float | None = None
+        self._batch_rows: float | None = None
+        self._running_rows = 0
+        self._admitted = 0  # admitted, not yet queued (their bodies are being read)
         self._deadline_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -176,19 +215,71 @@ class DynamicBatcher(Generic[T, R]):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, item: T, *, rows: int = 1) -> R:
-        """Queue ``item`` (``rows`` rows of model input) and wait for its own result."""
-        if rows < 1:
-            raise ValueError(f"rows must be >= 1, got {rows!r}")
+    def admit(self) -> Admission:
+        """Hold a place for a request that has just arrived, or refuse it at once.
+
+        Refused (:class:`QueueFullError`, with a retry hint) when the queue and the requests
+        already admitted fill it, or when the rows waiting would take longer than
+        ``timeout_s`` to clear at recent speed: the request would be answered too late.
+        """
         if self._closing or self._worker is None:
             raise BatcherClosedError(f"batcher {self._name!r} is not accepting requests")
-        if len(self._queue) >= self._settings.max_queue_size:
+        waiting = len(self._queue) + self._admitted
+        if waiting >= self._settings.max_queue_size:
             raise QueueFullError(
-                f"batcher {self._name!r} has {len(self._queue)} requests queued",
+                f"batcher {self._name!r} has {waiting} requests queued or arriving",
                 retry_after=self._retry_after(),
             )
+        backlog = self._expected_wait(0)
+        if backlog is not None and backlog > self._settings.timeout_s:
+            raise QueueFullError(
+                f"batcher {self._name!r} has about {backlog:.1f} s of work queued, more than "
+                f"the deadline of {self._settings.timeout_s:g} s",
+                retry_after=self._retry_after(),
+            )
+        self._admitted += 1
         loop = asyncio.get_running_loop()
-        request: _Request[T, R] = _Request(item, rows, loop.create_future(), loop.time())
+        return Admission(self._let_go, loop.time() + self._settings.timeout_s)
+
+    def _let_go(self) -> None:
+        self._admitted -= 1
+
+    async def submit(
+        self, item: T, *, rows: int = 1, admission: Admission | None = None, label: str = ""
+    ) -> R:
+        """Queue ``item`` (``rows`` rows of model input) and wait for its own result.
+
+        ``admission`` is the place :meth:`admit` held when the request arrived (its deadline
+        counts from then); without one, the request is admitted now. A request whose rows
+        cannot run before its deadline at recent speed is refused at once. ``label`` (a
+        request id) names the request in the log if its batch fails.
+        """
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows!r}")
+        if admission is None:
+            admission = self.admit()
+        elif admission.released:
+            raise ValueError("this admission was released or used already")
+        admission.release()  # the place becomes a queue entry, or goes
+        if self._closing or self._worker is None:
+            raise BatcherClosedError(f"batcher {self._name!r} is not accepting requests")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= admission.deadline:
+            raise self._deadline_error()
+        # Checked only with work ahead: a request that would run next always runs, so a stale
+        # estimate (one slow batch) cannot lock every request out.
+        ahead = self._queued_rows + self._running_rows
+        expected = self._expected_wait(rows) if ahead else None
+        if expected is not None and now + expected > admission.deadline:
+            raise QueueFullError(
+                f"batcher {self._name!r} would run these {rows} rows in about {expected:.1f} s, "
+                "after the request's deadline",
+                retry_after=self._retry_after(),
+            )
+        request: _Request[T, R] = _Request(
+            item, rows, loop.create_future(), now, admission.deadline, label
+        )
         self._queue.append(request)
         if self._deadline_timer is None:
             self._arm_deadline(loop)
@@ -227,7 +318,6 @@ class DynamicBatcher(Generic[T, R]):
     def _take_batch(self, now: float) -> list[_Request[T, R]]:
         """Pop the longest arrival-order prefix whose rows fit; the first request always fits."""
         limit = self._settings.max_batch_size
-        expired_before = now - self._settings.timeout_s
         batch: list[_Request[T, R]] = []
         rows = 0
         while self._queue and (not batch or rows + self._queue[0].rows <= limit):
@@ -235,7 +325,7 @@ class DynamicBatcher(Generic[T, R]):
             self._dequeued(request)
             if request.future.done():  # cancelled; its submit() has not cleaned up yet
                 continue
-            if request.enqueued_at <= expired_before:  # the timer may lag a busy loop
+            if request.deadline <= now:  # the timer may lag a busy loop
                 _fail(request, self._deadline_error())
                 continue
             batch.append(request)
@@ -245,29 +335,56 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _run(self, batch: list[_Request[T, R]]) -> None:
         loop = asyncio.get_running_loop()
-        items = [request.item for request in batch]
         started = time.perf_counter()
+        rows = sum(request.rows for request in batch)
+        self._running_rows = rows
         try:
-            results = await loop.run_in_executor(self._executor, self._call, items)
-        except Exception as exc:
-            logger.exception(
-                "%s: predict failed for a batch of %d requests", self._name, len(batch)
-            )
-            for request in batch:
-                _fail(request, exc)
-        else:
-            for request, result in zip(batch, results, strict=True):
-                if not request.future.done():
-                    request.future.set_result(result)
+            await self._answer(loop, batch)
         finally:
             # Requests are still unanswered here only if the worker task itself was cancelled.
             for request in batch:
                 if not request.future.done():
                     _fail(request, BatcherClosedError(f"batcher {self._name!r} was cancelled"))
+            self._running_rows = 0
             seconds = time.perf_counter() - started
-            self._observe_duration(seconds)
-            rows = sum(request.rows for request in batch)
+            self._observe(seconds, rows)
             self._observer.on_batch(requests=len(batch), rows=rows, seconds=seconds)
+
+    async def _answer(self, loop: asyncio.AbstractEventLoop, batch: list[_Request[T, R]]) -> None:
+        """Run ``batch``; if it fails, run its halves, so that only what fails alone fails."""
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._call, [request.item for request in batch]
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                (request,) = batch
+                logger.error(
+                    "%s: predict failed for request %s: %r",
+                    self._name,
+                    request.label or "(unlabelled)",
+                    exc,
+                    exc_info=exc,
+                )
+                _fail(request, exc)
+                return
+            logger.warning(
+                "%s: predict failed for a batch of %d requests (%s): %r; running its halves "
+                "apart to find the requests it fails for",
+                self._name,
+                len(batch),
+                ", ".join(request.label for request in batch if request.label) or "unlabelled",
+                exc,
+            )
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                live = [request for request in part if not request.future.done()]
+                if live:
+                    await self._answer(loop, live)
+            return
+        for request, result in zip(batch, results, strict=True):
+            if not request.future.done():
+                request.future.set_result(result)
 
     def _call(self, items: list[T]) -> Sequence[R]:
         """Runs on the worker thread; a short answer would leave callers without a result."""
@@ -282,14 +399,13 @@ class DynamicBatcher(Generic[T, R]):
         The deadline fires even while the worker is busy, so callers are never stuck behind
         it; one timer per queue rather than per request keeps ``submit`` cheap.
         """
-        deadline = self._queue[0].enqueued_at + self._settings.timeout_s
-        self._deadline_timer = loop.call_at(deadline, self._expire_oldest, loop)
+        self._deadline_timer = loop.call_at(self._queue[0].deadline, self._expire_oldest, loop)
 
     def _expire_oldest(self, loop: asyncio.AbstractEventLoop) -> None:
         self._deadline_timer = None
-        expired_before = loop.time() - self._settings.timeout_s
+        now = loop.time()
         expired = False
-        while self._queue and self._queue[0].enqueued_at <= expired_before:
+        while self._queue and self._queue[0].deadline <= now:
             request = self._queue.popleft()
             self._dequeued(request)
             _fail(request, self._deadline_error())
@@ -314,18 +430,26 @@ class DynamicBatcher(Generic[T, R]):
 
     def _deadline_error(self) -> DeadlineExceededError:
         return DeadlineExceededError(
-            f"request waited {self._settings.timeout_s:g} s in batcher {self._name!r} "
-            "without being run"
+            f"request passed its deadline of {self._settings.timeout_s:g} s in batcher "
+            f"{self._name!r} without being run"
         )
 
-    def _observe_duration(self, seconds: float) -> None:
-        if self._batch_seconds is None:
-            self._batch_seconds = seconds
+    def _observe(self, seconds: float, rows: int) -> None:
+        if self._batch_seconds is None or self._batch_rows is None:
+            self._batch_seconds, self._batch_rows = seconds, float(rows)
         else:
             self._batch_seconds += _EWMA_WEIGHT * (seconds - self._batch_seconds)
+            self._batch_rows += _EWMA_WEIGHT * (rows - self._batch_rows)
+
+    def _expected_wait(self, rows: int) -> float | None:
+        """Seconds until ``rows`` more rows would be answered: those queued and running
+        first, at the recent time per row; None before the first batch has run."""
+        if self._batch_seconds is None or not self._batch_rows:
+            return None
+        per_row = self._batch_seconds / self._batch_rows
+        return (self._queued_rows + self._running_rows + rows) * per_row
 
     def _retry_after(self) -> float:
-        """Whole seconds for the backlog plus the running batch to clear at recent speed."""
-        per_batch = (self._batch_seconds or 0.0) + self._settings.max_wait_ms / 1000
-        batches = math.ceil(self._queued_rows / self._settings.max_batch_size) + 1
-        return float(max(1, math.ceil(batches * per_batch)))
+        """Whole seconds for the backlog to clear at recent speed (at least one)."""
+        backlog = self._expected_wait(0) or 0.0
+        return float(max(1, math.ceil(backlog + self._settings.max_wait_ms / 1000)))

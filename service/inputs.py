@@ -13,20 +13,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
-from PIL import UnidentifiedImageError
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from models.images import ImageDecodeError, decode_image
 from service.errors import ErrorEntry, InputError, error_entry
 from service.schemas import ImageJsonBody, tabular_error_loc, tabular_rows
 
 __all__ = [
     "check_content_type",
-    "decode_images",
     "image_files_from_json",
     "image_files_from_multipart",
     "parse_json",
@@ -174,40 +171,8 @@ async def image_files_from_multipart(
         ) from exc
 
 
-def decode_images(files: list[tuple[str, bytes]], *, size: int, max_pixels: int) -> np.ndarray:
-    """Decode every file to RGB ``size × size``; return ``N × size × size × 3`` uint8.
-
-    The first file that is not a usable image fails the whole request with a 415 naming it.
-    """
-    images = []
-    for index, (name, data) in enumerate(files):
-        label = name if name == _json_label(index) else f"{_FILES}[{index}] {name!r}"
-        try:
-            images.append(decode_image(data, size, max_pixels=max_pixels))
-        except ImageDecodeError as exc:
-            if exc.__cause__ is None:  # decodable, but over the pixel limit
-                raise InputError.unsupported_media_type(
-                    f"{label} is too large to decode: {exc}"
-                ) from exc
-            raise _not_an_image(label, exc.__cause__) from exc
-        except Exception as exc:
-            # Pillow's decoders raise more than OSError/ValueError on hostile bytes (EOFError,
-            # struct.error, ...); any of them means the same to the client.
-            raise _not_an_image(label, exc) from exc
-    if not images:
-        return np.empty((0, size, size, 3), dtype=np.uint8)
-    return np.stack(images)
-
-
 def _json_label(index: int) -> str:
     return f"instances[{index}]"
-
-
-def _not_an_image(label: str, cause: BaseException) -> InputError:
-    reason = "unrecognised file format" if isinstance(cause, UnidentifiedImageError) else cause
-    return InputError.unsupported_media_type(
-        f"{label} is not a decodable image (PNG, JPEG, BMP, GIF or WebP): {reason}"
-    )
 
 
 async def _read_upload(index: int, upload: UploadFile, max_file_bytes: int) -> tuple[str, bytes]:

@@ -22,6 +22,8 @@ from typing import Final, NoReturn, Self
 
 import httpx
 
+from service.connection_guard import HTTP_PROTOCOL
+
 __all__ = ["LiveServer", "ServerStartError", "free_port"]
 
 HOST: Final = "127.0.0.1"
@@ -50,6 +52,8 @@ def default_command(port: int) -> list[str]:
         "uvicorn",
         "--factory",
         "service.app:create_app",
+        "--http",
+        HTTP_PROTOCOL,
         "--host",
         HOST,
         "--port",

@@ -24,6 +24,7 @@ from models.device import resolve_device, use_exact_float32
 from models.predictive import is_bayesian
 from service.batcher import BatcherSettings, DynamicBatcher
 from service.errors import InputError, ModelNotFound, ServiceUnavailable
+from service.image_decoding import ImageDecoder, default_workers
 from service.metrics import ServiceMetrics
 from service.predictor import Job, Predictor
 from service.repository import RepositoryError, find_models
@@ -120,6 +121,15 @@ class ModelRegistry:
     failures: dict[str, str] = field(default_factory=dict)
     _optional: set[str] = field(default_factory=set)
     _opened: bool = False
+    image_decoder: ImageDecoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.image_decoder = ImageDecoder(
+            workers=self.settings.decode_workers or default_workers(),
+            max_image_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
+            max_inflight_pixels=self.settings.max_decoding_pixels,
+        )
 
     @property
     def ready(self) -> bool:
@@ -225,7 +235,7 @@ class ModelRegistry:
             limits=Limits(
                 max_instances=model_settings.max_instances,
                 max_file_bytes=self.settings.max_body_bytes,
-                max_image_pixels=self.settings.max_image_pixels,
+                image_decoder=self.image_decoder,
             ),
             bayesian=is_bayesian(model),
         )
@@ -281,3 +291,4 @@ class ModelRegistry:
         for served in self.models.values():
             if served.batcher is not None:
                 await served.batcher.stop(drain=True)
+        self.image_decoder.close()

@@ -77,7 +77,24 @@ class Settings(BaseSettings):
         None, description="names of the models to serve (JSON list); unset: the whole repository"
     )
     max_body_bytes: int = Field(8 * MiB, ge=1, description="largest request body; beyond it, 413")
-    max_image_pixels: int = Field(MAX_PIXELS, ge=1, description="largest image, width × height")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within it; else 408"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="a request's body must arrive within it of its headers; else 400"
+    )
+    max_image_pixels: int = Field(
+        MAX_PIXELS, ge=1, description="largest image, width × height; beyond it, 415"
+    )
+    max_request_pixels: int = Field(
+        32_000_000, ge=1, description="most pixels of one request's images together; beyond, 413"
+    )
+    max_decoding_pixels: int = Field(
+        32_000_000, ge=1, description="most pixels being decoded at once, over all requests"
+    )
+    decode_workers: int = Field(
+        0, ge=0, description="threads decoding images; 0: one per core this process may use"
+    )
     log_level: str = Field("info", description="level of the service's own log lines")
     per_model: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -44,7 +44,7 @@ from models.predictive import fixed_posterior, regression_samples
 from service.app import create_app
 from service.registry import ModelRegistry, ServedModel, StartupError
 from service.settings import Settings
-from service.tasks.tabular_regression import TabularRegression
+from service.tasks.tabular_regression import RegressionPredictor, TabularRegression
 
 T = TypeVar("T")
 
@@ -744,6 +744,49 @@ def test_wine_answers_are_the_same_alone_and_inside_a_concurrent_batch(
 # Wine input errors: 422 naming the field and index
 
 
+def test_a_request_the_maths_fails_on_fails_alone_and_its_batch_is_answered(
+    api: Api, close_gate: Callable[[object, str], Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poisoned request (here: one the network's forward pass refuses) gets its own 422;
+    the others of its batch are answered with the numbers they get alone."""
+    poison = 12345.0
+    forward = RegressionPredictor.forward
+
+    def refusing(self: RegressionPredictor, inputs: torch.Tensor, posterior: Any) -> Any:
+        if bool((inputs == poison).any()):
+            raise ValueError("cannot take the square root of a negative variance")
+        return forward(self, inputs, posterior)
+
+    monkeypatch.setattr(RegressionPredictor, "forward", refusing)
+    rows = [list(WINE_ROWS[i % len(WINE_ROWS)]) for i in range(7)]
+    rows[3][10] = poison
+    sends = [functools.partial(api.client.post, "/predict/wine", json=batch(r)) for r in rows]
+    alone = [api.run(send()) for send in sends]
+    served = api.served("wine-bnn")
+    gate = hold_model(close_gate, served)
+
+    async def burst() -> list[httpx.Response]:
+        plug = asyncio.create_task(sends[0]())
+        await gate.entered()
+        sent = [asyncio.create_task(send()) for send in sends]
+        await queue_depth_reaches(served, len(sends))
+        gate.open()
+        await plug
+        return await asyncio.gather(*sent)
+
+    together = api.run(burst())
+    assert len(sends) in gate.jobs_per_pass  # the poisoned request shared the others' pass
+    for index, (one, other) in enumerate(zip(together, alone, strict=True)):
+        if index == 3:
+            assert one.status_code == other.status_code == 422
+            (entry,) = one.json()["detail"]
+            assert "cannot compute an answer for this input" in entry["msg"]
+            assert "negative variance" in entry["msg"]
+        else:
+            assert one.status_code == 200, one.text
+            assert_same_numbers(one.json(), other.json())
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
@@ -936,6 +979,32 @@ def test_body_over_the_limit_is_413(api: Api, framing: str) -> None:
     assert str(MAX_BODY_BYTES) in response.json()["detail"]
 
 
+def test_a_413_before_routing_is_counted_under_the_route_it_was_for(api: Api) -> None:
+    before = api.metrics()
+    body = b" " * (MAX_BODY_BYTES + 1)  # refused from its Content-Length, never routed
+    for url in ("/predict/wine-bnn", "/predict/wine"):
+        response = api.post(url, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+    after = api.metrics()
+    for route in ("/predict/{name}", "/predict/wine"):
+        labels = {"method": "POST", "route": route, "status": "413"}
+        assert after.increase_since(before, "bayes_http_requests_total", **labels) == 1, route
+    labels = {"method": "POST", "route": "unmatched", "status": "413"}
+    assert after.increase_since(before, "bayes_http_requests_total", **labels) == 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [("order-17:retry/2", True), ("\xff\xfe<script>", False), ("a" * 65, False), ("", False)],
+)
+def test_a_clients_request_id_is_echoed_only_if_tame(api: Api, sent: str, echoed: bool) -> None:
+    headers = {"x-request-id": sent.encode("latin-1")} if sent else {}
+    response = api.get("/healthz", headers=headers)
+    given = response.headers["x-request-id"]
+    assert (given == sent) == echoed
+    assert given.isprintable() and 0 < len(given) <= 64
+
+
 def test_multipart_body_over_the_limit_is_413(api: Api) -> None:
     large = image_file("BMP", width=200, height=200)
     assert len(large) > MAX_BODY_BYTES
@@ -1053,8 +1122,10 @@ def test_request_waiting_past_its_deadline_answers_504_and_is_not_run(
 
     first, late = api.run(wait_too_long())
     assert late.status_code == 504
-    assert "detail" in late.json()
-    assert first.status_code == 200
+    assert "deadline" in late.json()["detail"]
+    # The deadline covers the whole request: the first one's pass outlasted it too, and its
+    # client gets a 504 rather than an answer too late to use.
+    assert first.status_code == 504
     assert gate.jobs_per_pass == [1]  # only the first request reached the model
 
 

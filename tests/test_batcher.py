@@ -181,7 +181,7 @@ def test_request_past_its_deadline_fails_and_is_never_predicted() -> None:
         finally:
             predict.release.set()
         assert await first == 0
-        assert await batcher.submit(2) == 20  # a fresh request is fine
+        assert await batcher.submit(2) == 20  # a fresh request, with nothing ahead, runs
         assert predict.seen == [0, 2]
         await batcher.stop()
 
@@ -240,45 +240,64 @@ def test_cancelled_caller_is_dropped_from_the_queue() -> None:
     run(main)
 
 
-def test_failing_predict_fails_only_its_batch(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_request_fails_alone_and_its_batch_is_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     raised: list[Exception] = []
+    predict_calls: list[list[str]] = []
 
     def predict(items: Sequence[str]) -> list[str]:
+        predict_calls.append(list(items))
         if "boom" in items:
             raised.append(RuntimeError("model exploded"))
             raise raised[-1]
         return [s.upper() for s in items]
 
     async def main() -> None:
-        batcher = DynamicBatcher(predict, BatcherSettings(max_batch_size=2, max_wait_ms=60_000))
+        settings = BatcherSettings(max_batch_size=8, max_wait_ms=60_000)
+        batcher = DynamicBatcher(predict, settings, name="wine")
         await batcher.start()
+        items = ["a", "b", "c", "boom", "d", "e", "f", "g"]
         outcomes = await asyncio.gather(
-            batcher.submit("boom"),
-            batcher.submit("x"),
-            batcher.submit("ok"),
-            batcher.submit("y"),
+            *(batcher.submit(item, label=f"req-{item}") for item in items),
             return_exceptions=True,
         )
-        assert outcomes[0] is raised[0] and outcomes[1] is raised[0]  # the original object
-        assert outcomes[2:] == ["OK", "Y"]
+        assert outcomes[3] is raised[-1]  # the error the request itself caused
+        assert [o for i, o in enumerate(outcomes) if i != 3] == list("ABCDEFG")
         await batcher.stop()
 
-    with caplog.at_level(logging.ERROR, logger="service.batcher"):
+    with caplog.at_level(logging.WARNING, logger="service.batcher"):
         run(main)
-    assert len(raised) == 1
-    assert len(caplog.records) == 1  # logged once per failed batch, not per request
+    # The batch, then halves down to the culprit: log2(8) + 1 failing passes, not 8.
+    assert predict_calls[0] == ["a", "b", "c", "boom", "d", "e", "f", "g"]
+    assert len(raised) == 4 and ["boom"] in predict_calls
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "req-boom" in error.getMessage()  # the failing request is named by its id
+    assert "req-a" in warnings[0].getMessage()
+
+
+def test_a_request_that_fails_in_every_batch_fails_with_its_own_error() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(lambda items: [1 / 0 for _ in items], BatcherSettings())
+        await batcher.start()
+        with pytest.raises(ZeroDivisionError):
+            await batcher.submit(1)
+        await batcher.stop()
+
+    run(main)
 
 
 def test_wrong_number_of_results_fails_the_batch() -> None:
     async def main() -> None:
-        batcher = DynamicBatcher(lambda items: list(items)[:1], BatcherSettings(max_batch_size=2))
+        batcher = DynamicBatcher(lambda items: [*items, 0], BatcherSettings(max_batch_size=2))
         await batcher.start()
         outcomes = await asyncio.gather(
             batcher.submit(1), batcher.submit(2), return_exceptions=True
         )
         for outcome in outcomes:
             assert isinstance(outcome, BatcherError)
-            assert "1 results for 2 items" in str(outcome)
+            assert "2 results for 1 items" in str(outcome)
         await batcher.stop()
 
     run(main)
@@ -406,3 +425,86 @@ def test_settings_reject_nonsense(bad: dict[str, float]) -> None:
 
 def test_settings_allow_zero_wait() -> None:
     assert BatcherSettings(max_wait_ms=0).max_wait_ms == 0
+
+
+def test_admission_holds_a_place_before_the_request_is_queued() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder(), BatcherSettings(max_queue_size=2, max_wait_ms=0))
+        await batcher.start()
+        first, second = batcher.admit(), batcher.admit()
+        with pytest.raises(QueueFullError) as refused:
+            batcher.admit()  # both places are held while the two bodies are read
+        assert refused.value.retry_after >= 1
+        first.release()
+        first.release()  # idempotent: the place is given back once
+        third = batcher.admit()
+        assert await batcher.submit(4, admission=second) == 40
+        with pytest.raises(ValueError, match="released or used"):
+            await batcher.submit(5, admission=second)
+        third.release()
+        await batcher.stop()
+
+    run(main)
+
+
+def test_a_backlog_longer_than_the_deadline_is_refused_at_the_door() -> None:
+    async def main() -> None:
+        release = threading.Event()
+
+        def predict(items: Sequence[str]) -> list[str]:
+            if "hold" in items:
+                release.wait(HANG_GUARD_S)
+            else:
+                time.sleep(0.01)
+            return list(items)
+
+        settings = BatcherSettings(max_batch_size=1, max_wait_ms=0, timeout_s=1.0)
+        batcher = DynamicBatcher(predict, settings)
+        await batcher.start()
+        hold = asyncio.create_task(batcher.submit("hold"))
+        await asyncio.sleep(0.05)
+        # No batch has finished, so there is no estimate yet: these are all taken.
+        waiting = [asyncio.create_task(batcher.submit(f"r{i}")) for i in range(10)]
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 10
+        await asyncio.sleep(0.3)
+        release.set()
+        assert await hold == "hold"
+        # The first batch took >= 0.3 s for one row: the 9 or 10 rows still waiting are
+        # >= 2.7 s of work at that pace, beyond the 1 s deadline, so the door shuts at once
+        # and the retry hint is the backlog's length, not a flat second.
+        with pytest.raises(QueueFullError, match="more than the deadline") as refused:
+            batcher.admit()
+        assert refused.value.retry_after >= 3
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await batcher.stop()
+
+    run(main)
+
+
+def test_rows_that_would_run_after_their_deadline_are_refused_when_queued() -> None:
+    async def main() -> None:
+        release = threading.Event()
+
+        def predict(items: Sequence[int]) -> list[int]:
+            if 0 in items:
+                release.wait(HANG_GUARD_S)
+            else:
+                time.sleep(0.2)  # 0.2 s per one-row batch: the estimate the door uses
+            return list(items)
+
+        settings = BatcherSettings(max_batch_size=1, max_wait_ms=0, timeout_s=1.0)
+        batcher = DynamicBatcher(predict, settings)
+        await batcher.start()
+        assert await batcher.submit(1) == 1  # one batch of one row: about 0.2 s per row
+        hold = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.05)
+        # One row running ahead: 20 more rows would take about 4.2 s, past the 1 s deadline.
+        with pytest.raises(QueueFullError, match="after the request's deadline"):
+            await batcher.submit(2, rows=20)
+        assert batcher.queue_depth == 0  # refused before queueing: nothing was spent on it
+        release.set()
+        assert await hold == 0
+        await batcher.stop()
+
+    run(main)

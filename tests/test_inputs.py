@@ -20,7 +20,6 @@ from service.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimitMiddleware
 from service.errors import DeadlineExceeded, InputError, ModelNotFound, ServiceUnavailable
 from service.inputs import (
     check_content_type,
-    decode_images,
     image_files_from_json,
     image_files_from_multipart,
     parse_json,
@@ -221,56 +220,6 @@ def test_cifar_json_bad_base64_and_limits() -> None:
         ("body", "instances", 0, "b64"),
         ("body", "instances", 0, "png"),
     }
-
-
-@pytest.mark.parametrize(
-    ("fmt", "size", "mode", "color", "expected"),
-    [
-        ("PNG", (100, 60), "RGB", (200, 10, 30), (200, 10, 30)),
-        ("PNG", (7, 300), "RGBA", (20, 40, 60, 128), (20, 40, 60)),
-        ("JPEG", (64, 48), "L", 128, (128, 128, 128)),
-        ("BMP", (32, 32), "RGB", (0, 255, 0), (0, 255, 0)),
-        ("GIF", (50, 50), "P", 0, None),
-        ("WEBP", (33, 17), "RGB", (90, 90, 200), (90, 90, 200)),
-    ],
-)
-def test_decode_images_formats_and_sizes(
-    fmt: str, size: tuple[int, int], mode: str, color: Any, expected: tuple[int, ...] | None
-) -> None:
-    data = image_bytes(fmt, size, mode, color)
-    images = decode_images([("a", data), ("b", data)], size=32, max_pixels=10_000)
-    assert images.shape == (2, 32, 32, 3)
-    assert images.dtype == np.uint8
-    if expected is not None:  # solid colours survive resizing (JPEG and WebP within a few levels)
-        assert np.abs(images.astype(int) - expected).max() <= 3
-
-
-def test_decode_images_names_the_bad_file() -> None:
-    png = image_bytes("PNG", (10, 10), "RGB", (0, 0, 0))
-    with pytest.raises(InputError) as info:
-        decode_images([("a.png", png), ("notes.txt", b"hello, world")], size=32, max_pixels=10_000)
-    assert info.value.status_code == 415
-    assert str(info.value.detail).startswith("files[1] 'notes.txt' is not a decodable image")
-    with pytest.raises(InputError) as info:
-        decode_images([("instances[0]", png[:40])], size=32, max_pixels=10_000)
-    assert str(info.value.detail).startswith("instances[0] is not a decodable image")
-    with pytest.raises(InputError) as info:
-        decode_images(
-            [("big.png", image_bytes("PNG", (200, 100), "L", 0))], size=32, max_pixels=10_000
-        )
-    assert info.value.status_code == 415
-    assert "files[0] 'big.png'" in str(info.value.detail)
-
-
-def test_decode_images_to_the_models_input_size() -> None:
-    data = image_bytes("PNG", (64, 48), "RGB", (10, 200, 30))
-    images = decode_images([("a", data)], size=24, max_pixels=10_000)
-    assert images.shape == (1, 24, 24, 3) and images.dtype == np.uint8
-    np.testing.assert_array_equal(images[0, 12, 12], [10, 200, 30])
-
-
-def test_decode_images_of_nothing() -> None:
-    assert decode_images([], size=32, max_pixels=10).shape == (0, 32, 32, 3)
 
 
 # --- multipart ------------------------------------------------------------------------------

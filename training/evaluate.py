@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,14 @@ def _tabular_test_rows(
         features=model.features,
         drop_invalid=args.drop_invalid,
     )
+    recorded = read_manifest(args.checkpoint).get("data", {}).get("sha256")
+    if recorded is not None and recorded != table.fingerprint:
+        print(
+            f"note: {args.csv} does not hold the rows {args.checkpoint} was trained on "
+            "(their fingerprints differ): the test split is not the one it was scored on; "
+            "was it trained with --drop-invalid, or on another version of the file?",
+            file=sys.stderr,
+        )
     split = split_table(table)
     return split.x_test, split.y_test
 

@@ -24,7 +24,7 @@ from models.checkpoint import save_checkpoint
 from models.layers import kl_divergence
 from models.predictive import fixed_posterior, is_bayesian, regression_samples
 from models.tabular import NoiseModel, TabularBNN, TabularGaussian, TabularRegressor
-from training.datasets.table import TableError, check_not_constant
+from training.datasets.table import check_not_constant
 from training.evaluate import evaluate_regression
 from training.manifest import write_manifest, written
 from training.objective import negative_elbo
@@ -101,13 +101,13 @@ def add_tabular_options(
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=_fraction,
         default=val_fraction,
         help="share of the training rows held out for early stopping",
     )
     parser.add_argument(
         "--patience",
-        type=int,
+        type=_positive_int,
         default=patience,
         help="stop after this many epochs without a better validation NLL",
     )
@@ -117,6 +117,21 @@ def add_tabular_options(
         default=None,
         help="use only the first k training rows (for quick checks)",
     )
+
+
+def _fraction(value: str) -> float:
+    """argparse type of ``--val-fraction``: strictly between 0 and 1."""
+    fraction = float(value)
+    if not 0.0 < fraction < 1.0:
+        raise argparse.ArgumentTypeError(f"{value}: expected a fraction between 0 and 1")
+    return fraction
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive integer")
+    return number
 
 
 def settings_from_args(args: argparse.Namespace, hidden: dict[str, list[int]]) -> TabularSettings:
@@ -164,6 +179,8 @@ def fit_regressor(
     The caller seeds torch first (:func:`training.cli.seed_everything`): the network's
     initial weights come from torch's global RNG, the minibatch order from ``generator``.
     """
+    if settings.epochs < 1:
+        raise ValueError(f"training needs at least one epoch, got {settings.epochs}")
     x_fit, x_val, y_fit, y_val = train_test_split(
         data.x_train[: settings.train_rows],
         data.y_train[: settings.train_rows],
@@ -242,8 +259,6 @@ def train_tabular_model(
     desc: str = "training",
 ) -> dict[str, float | None]:
     """Fit, write the checkpoint, score the test rows, write the manifest; the test metrics."""
-    if settings.val_fraction <= 0 or settings.val_fraction >= 1:
-        raise TableError(f"the validation fraction must be in (0, 1), got {settings.val_fraction}")
     fitted = fit_regressor(
         data, settings, generator=generator, device=device, progress=progress, desc=desc
     )

@@ -6,24 +6,51 @@ from typing import Any
 
 from fastapi import Request
 
-from service.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
-from service.errors import DeadlineExceeded, ServiceUnavailable
+from service.batcher import (
+    Admission,
+    BatcherClosedError,
+    DeadlineExceededError,
+    QueueFullError,
+)
+from service.errors import DeadlineExceeded, InputError, ServiceUnavailable
 from service.predictor import Job
 from service.registry import ModelRegistry, ServedModel
 
 # Retry-After when the service is shutting down and another replica should take the request.
 SHUTTING_DOWN_RETRY_S = 5.0
+# Retry-After when the model failed on a request for a reason of its own (it was logged).
+MODEL_FAULT_RETRY_S = 5.0
 
 
 def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-async def run_batched(served: ServedModel, job: Job) -> Any:
-    """Queue the job on the model's batcher; map overload and deadlines to 503 and 504."""
+def admit(served: ServedModel) -> Admission:
+    """A place in the model's queue for a request that has just arrived, or a 503 at once."""
     assert served.batcher is not None  # registry.get() only hands out ready models
     try:
-        return await served.batcher.submit(job, rows=job.rows)
+        return served.batcher.admit()
+    except QueueFullError as exc:
+        raise ServiceUnavailable(
+            f"model {served.name} is at capacity: {exc}", retry_after=exc.retry_after
+        ) from exc
+    except BatcherClosedError as exc:
+        raise ServiceUnavailable(
+            f"model {served.name} is shutting down", retry_after=SHUTTING_DOWN_RETRY_S
+        ) from exc
+
+
+async def run_batched(
+    served: ServedModel, job: Job, admission: Admission | None = None, request_id: str = ""
+) -> Any:
+    """Queue the job on the model's batcher (in the place ``admission`` holds, if given); map
+    overload, deadlines and a model that fails on this request alone to HTTP errors."""
+    assert served.batcher is not None  # registry.get() only hands out ready models
+    try:
+        return await served.batcher.submit(
+            job, rows=job.rows, admission=admission, label=request_id
+        )
     except QueueFullError as exc:
         raise ServiceUnavailable(
             f"model {served.name} is at capacity: {exc}", retry_after=exc.retry_after
@@ -33,4 +60,16 @@ async def run_batched(served: ServedModel, job: Job) -> Any:
     except BatcherClosedError as exc:
         raise ServiceUnavailable(
             f"model {served.name} is shutting down", retry_after=SHUTTING_DOWN_RETRY_S
+        ) from exc
+    except (ValueError, ArithmeticError) as exc:
+        # The batcher has run this request alone: its own numbers are what the maths refused.
+        raise InputError.unprocessable(
+            loc=("body",),
+            msg=f"Model {served.name} cannot compute an answer for this input: {exc}",
+        ) from exc
+    except Exception as exc:  # a fault of the model's (out of device memory, say), not the input's
+        raise ServiceUnavailable(
+            f"model {served.name} failed on this request ({type(exc).__name__}: {exc}); "
+            "it was not answered",
+            retry_after=MODEL_FAULT_RETRY_S,
         ) from exc

@@ -1,18 +1,24 @@
 """What a task kind tells the service, in one class per kind (after LitServe's ``LitAPI``).
 
-A request's life is decode → batch → predict → unbatch → encode. The batcher does the batching
-and unbatching for every kind alike; a :class:`Task` says the rest for its kind: how a request
-body becomes model input (:meth:`Task.decode`), how a batch runs and is summarised
+A request's life is read → decode → batch → predict → unbatch → encode. The batcher does the
+batching and unbatching for every kind alike; a :class:`Task` says the rest for its kind: how a
+request's body is read (:meth:`Task.read`) and becomes model input (:meth:`Task.decode`; the
+route starts watching for the client leaving in between, which it cannot do while the body is
+still arriving), how a batch runs and is summarised
 (:meth:`Task.predictor`), how one request's summaries become its JSON predictions
 (:meth:`Task.encode`), plus what start-up and ``GET /models`` need (:meth:`Task.warm_up_inputs`,
-:meth:`Task.describe`). One instance serves one model; the registry, routes and batcher know
-no model class and no model name.
+:meth:`Task.describe`). The Open Inference Protocol (``/v2``) sees the same model as named
+tensors: :meth:`Task.tensor_inputs` and :meth:`Task.tensor_outputs` describe them,
+:meth:`Task.decode_tensors` and :meth:`Task.encode_tensors` are ``decode`` and ``encode`` for
+them, so a v2 request builds the very :class:`~service.predictor.Job` its ``/predict`` twin
+does. One instance serves one model; the registry, routes and batcher know no model class and
+no model name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -21,7 +27,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from torch import nn
 
+from service.image_decoding import ImageDecoder
 from service.predictor import BatchResult, Job, Predictor
+from service.protocol.tensors import RequestTensor, TensorSpec
 
 __all__ = ["Decoded", "Limits", "Task"]
 
@@ -31,11 +39,12 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold: the model's instance limit and the service's size limits."""
+    """What one request may hold (the model's instance limit, the service's size limits) and
+    the service's bounded image decoder, which enforces the pixel limits."""
 
     max_instances: int
     max_file_bytes: int
-    max_image_pixels: int
+    image_decoder: ImageDecoder
 
 
 @dataclass(frozen=True)
@@ -75,9 +84,36 @@ class Task(ABC, Generic[R, C]):
         """The batch's forward pass over up to ``max_samples`` posterior draws and its summary."""
 
     @abstractmethod
-    async def decode(self, request: Request, limits: Limits) -> Decoded[C]:
-        """Read and validate the body; raise :class:`~service.errors.InputError` if it is bad."""
+    async def read(self, request: Request, limits: Limits) -> Any:
+        """The whole body, as sent (parsed JSON, or files); a 4xx if it cannot be read so."""
+
+    @abstractmethod
+    async def decode(self, body: Any, limits: Limits) -> Decoded[C]:
+        """Validate what :meth:`read` gave and make model input of it; a 4xx if it is bad."""
 
     @abstractmethod
     def encode(self, job: Job, result: R, context: C) -> list[dict[str, Any]]:
         """The ``predictions`` of one request, from its rows of the batch's summaries."""
+
+    # The Open Inference Protocol: the same model as named tensors.
+
+    @abstractmethod
+    def tensor_inputs(self) -> tuple[TensorSpec, ...]:
+        """The forms the model's one input may take (one name; a datatype each)."""
+
+    @abstractmethod
+    def tensor_outputs(self) -> tuple[TensorSpec, ...]:
+        """The output tensors, in the order :meth:`encode_tensors` gives them."""
+
+    @abstractmethod
+    def tensor_metadata(self) -> dict[str, Any]:
+        """Fields the model metadata adds to the protocol's: the classes, or the features."""
+
+    @abstractmethod
+    async def decode_tensors(self, inputs: Sequence[RequestTensor], limits: Limits) -> Decoded[C]:
+        """The request's input tensors as model input; a
+        :class:`~service.protocol.ProtocolError` names what is wrong."""
+
+    @abstractmethod
+    def encode_tensors(self, job: Job, result: R, context: C) -> list[np.ndarray]:
+        """One array per output of :meth:`tensor_outputs`, in its order, over the job's rows."""

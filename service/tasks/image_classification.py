@@ -5,16 +5,25 @@ Body: ``multipart/form-data`` with one or more parts named ``files``, or JSON
 and resized to the model's input. Answer per image: the mean class probabilities, their
 argmax, each class's central interval across the posterior draws, and the entropy split
 (total, aleatoric, epistemic = the mutual information), in nats.
+
+As tensors (``/v2``): input ``image``, BYTES [N] (each element an image file, base64 in JSON,
+its bytes as binary data) or UINT8 [N, H, W, 3] (pixels at the model's input size); outputs
+``probabilities``, ``lower``, ``upper`` FP32 [N, C], ``label`` BYTES [N], ``class_index`` INT64
+[N], ``confidence`` FP32 [N], ``entropy_total``, ``entropy_aleatoric``, ``entropy_epistemic``
+FP32 [N].
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import torch
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from torch import Tensor
 
@@ -23,14 +32,16 @@ from models.images import to_model_input
 from models.layers import Posterior
 from models.predictive import class_probability_samples
 from models.task import IMAGE_CLASSIFICATION
+from service.errors import InputError
 from service.inputs import (
     check_content_type,
-    decode_images,
     image_files_from_json,
     image_files_from_multipart,
     parse_json,
 )
 from service.predictor import BatchResult, Job, Predictor
+from service.protocol import ProtocolError
+from service.protocol.tensors import BYTES, RequestTensor, TensorSpec, match_input
 from service.schemas import ClassificationResponse, ImageJsonBody
 from service.tasks.base import Decoded, Limits, Task
 from uncertainty.classification import summarize_classification
@@ -40,6 +51,18 @@ __all__ = ["ClassificationPredictor", "ClassificationResult", "ImageClassificati
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WebP")
+# The v2 input tensor's name, and its pixel form's datatype.
+IMAGE_TENSOR: Final = "image"
+UINT8: Final = "UINT8"
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """The image files of a request, as read: ``(name, bytes)``; ``named``: multipart files,
+    whose names each answer echoes."""
+
+    files: list[tuple[str, bytes]]
+    named: bool
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,30 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
         super().__init__(model)
         self.classes = model.classes
         self.size = model.image_size
+        images = "images"
+        self._inputs = (
+            TensorSpec(IMAGE_TENSOR, BYTES, (-1,), (images,)),
+            TensorSpec(
+                IMAGE_TENSOR,
+                UINT8,
+                (-1, self.size, self.size, 3),
+                (images, "height in pixels", "width in pixels", "RGB channels"),
+            ),
+        )
+        per_class = (-1, len(self.classes))
+        by_class = (images, f"the {len(self.classes)} classes, as the metadata lists them")
+        per_image = ((-1,), (images,))
+        self._outputs = (
+            TensorSpec("probabilities", "FP32", per_class, by_class),
+            TensorSpec("lower", "FP32", per_class, by_class),
+            TensorSpec("upper", "FP32", per_class, by_class),
+            TensorSpec("label", BYTES, *per_image),
+            TensorSpec("class_index", "INT64", *per_image),
+            TensorSpec("confidence", "FP32", *per_image),
+            TensorSpec("entropy_total", "FP32", *per_image),
+            TensorSpec("entropy_aleatoric", "FP32", *per_image),
+            TensorSpec("entropy_epistemic", "FP32", *per_image),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -110,21 +157,22 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
     def predictor(self, max_samples: int) -> ClassificationPredictor:
         return ClassificationPredictor(self.model, max_samples=max_samples)
 
-    async def decode(self, request: Request, limits: Limits) -> Decoded[list[str] | None]:
+    async def read(self, request: Request, limits: Limits) -> Uploads:
         media_type = check_content_type(request.headers.get("content-type"), (MULTIPART, JSON))
         if media_type == JSON:
             files = image_files_from_json(
                 parse_json(await request.body()), max_images=limits.max_instances
             )
-        else:
-            files = await image_files_from_multipart(
-                request, max_images=limits.max_instances, max_file_bytes=limits.max_file_bytes
-            )
-        # Decoding large images takes real time: keep it off the event loop.
-        images = await run_in_threadpool(
-            decode_images, files, size=self.size, max_pixels=limits.max_image_pixels
+            return Uploads(files, named=False)
+        files = await image_files_from_multipart(
+            request, max_images=limits.max_instances, max_file_bytes=limits.max_file_bytes
         )
-        names = [name for name, _ in files] if media_type == MULTIPART else None
+        return Uploads(files, named=True)
+
+    async def decode(self, uploads: Uploads, limits: Limits) -> Decoded[list[str] | None]:
+        # On the service's bounded pool, off the event loop, within its pixel budgets.
+        images = await limits.image_decoder.decode(uploads.files, self.size)
+        names = [name for name, _ in uploads.files] if uploads.named else None
         return Decoded(images, names)
 
     def encode(
@@ -153,3 +201,88 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
                 prediction["filename"] = names[i]
             predictions.append(prediction)
         return predictions
+
+    def tensor_inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    def tensor_outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def tensor_metadata(self) -> dict[str, Any]:
+        return {"classes": list(self.classes)}
+
+    async def decode_tensors(
+        self, inputs: Sequence[RequestTensor], limits: Limits
+    ) -> Decoded[None]:
+        tensor, spec = match_input(inputs, self._inputs, max_batch=limits.max_instances)
+        if spec.datatype == UINT8:  # already the model's input: N × size × size × 3
+            pixels = np.require(tensor.array(), np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+            return Decoded(pixels, None)
+        files = [
+            (_element_name(index), data if tensor.binary else _base64(tensor, index, data))
+            for index, data in enumerate(tensor.array().ravel().tolist())
+        ]
+        try:
+            # The files go the way /predict's go: the service's bounded decoder, its budgets.
+            images = await limits.image_decoder.decode(files, self.size)
+        except InputError as exc:
+            if exc.status_code != 415:  # over the pixels of a request (413): as it is
+                raise
+            raise _refusal(tensor, str(exc.detail), files) from exc
+        return Decoded(images, None)
+
+    def encode_tensors(
+        self, job: Job, result: ClassificationResult, context: None
+    ) -> list[np.ndarray]:
+        best = result.probabilities.argmax(axis=1)
+        labels = np.empty(len(best), dtype=object)
+        labels[:] = [self.classes[i] for i in best.tolist()]
+        return [
+            result.probabilities,
+            result.lower,
+            result.upper,
+            labels,
+            best.astype(np.int64),
+            result.probabilities[np.arange(len(best)), best],
+            result.total,
+            result.aleatoric,
+            result.epistemic,
+        ]
+
+
+def _base64(tensor: RequestTensor, index: int, text: bytes) -> bytes:
+    # Whitespace is dropped first, as /predict does: base64 tools wrap lines at 76 characters.
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise tensor.refuse(
+            f"element {index} should be the base64 of an image file's bytes: {exc}"
+        ) from exc
+
+
+def _element_name(index: int) -> str:
+    return f"{IMAGE_TENSOR}[{index}]"
+
+
+# How the image decoder names a file it refuses: ``files[3] 'image[3]'``.
+_DECODER_LABEL = re.compile(r"^files\[(\d+)\] '[^']*'")
+
+
+def _refusal(tensor: RequestTensor, detail: str, files: list[tuple[str, bytes]]) -> ProtocolError:
+    """The decoder's refusal of one file, named as the protocol's client sent it."""
+    label = _DECODER_LABEL.match(detail)
+    if label is None:
+        return tensor.refuse(detail)
+    index = int(label[1])
+    detail = f"element {index}{detail[label.end() :]}"
+    if tensor.binary and _is_base64(files[index][1]):
+        detail += "; it looks like base64, but binary data carries the image file's own bytes"
+    return tensor.refuse(detail)
+
+
+def _is_base64(data: bytes) -> bool:
+    try:
+        base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True

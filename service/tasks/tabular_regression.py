@@ -4,12 +4,17 @@ Body: ``{"instances": [INSTANCE, ...]}`` or one bare INSTANCE, where an INSTANCE
 with exactly the model's features or an array of them in the model's order. Answer per row:
 mean, std, the exact central interval of the predictive mixture, and the epistemic/aleatoric
 split (``epistemic_std`` null for a model without a distribution over networks).
+
+As tensors (``/v2``): input ``input``, FP32 [N, F], the features in the model's order; outputs
+``mean``, ``std``, ``lower``, ``upper``, ``epistemic_std`` (absent without a distribution over
+networks) and ``aleatoric_std``, each FP32 [N].
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import torch
@@ -17,12 +22,14 @@ from starlette.requests import Request
 from torch import Tensor
 
 from models.layers import Posterior
-from models.predictive import regression_samples
+from models.predictive import is_bayesian, regression_samples
 from models.tabular import TabularRegressor
 from models.task import TABULAR_REGRESSION
 from service.errors import InputError, error_entry
 from service.inputs import check_content_type, parse_json, table_rows
 from service.predictor import BatchResult, Job, Predictor
+from service.protocol import ProtocolError
+from service.protocol.tensors import RequestTensor, TensorSpec, match_input
 from service.schemas import RegressionResponse, tabular_body_adapter
 from service.tasks.base import Decoded, Limits, Task
 from uncertainty.regression import summarize_regression
@@ -30,6 +37,11 @@ from uncertainty.regression import summarize_regression
 __all__ = ["RegressionPredictor", "RegressionResult", "TabularRegression"]
 
 JSON = "application/json"
+# The v2 tensors: the input's name, and the outputs in order (each FP32, one value per row).
+INPUT_TENSOR: Final = "input"
+EPISTEMIC_TENSOR: Final = "epistemic_std"
+OUTPUT_TENSORS: Final = ("mean", "std", "lower", "upper", EPISTEMIC_TENSOR, "aleatoric_std")
+FP32: Final = "FP32"
 
 # The body's shape for any model; each model's feature names are in GET /models.
 _ROW_SCHEMA: dict[str, Any] = {
@@ -113,6 +125,22 @@ class TabularRegression(Task[RegressionResult, bool]):
         # The training means: a typical row, shown in the examples and used for warm-up.
         self.typical_row = model.standardize.mean.detach().cpu().numpy().astype(np.float32)
         self.body = tabular_body_adapter(self.features, self.typical_row.tolist())
+        self._input = TensorSpec(
+            INPUT_TENSOR,
+            FP32,
+            (-1, len(self.features)),
+            (
+                "instances",
+                f"the {len(self.features)} features in order: {', '.join(self.features)}",
+            ),
+        )
+        # Without a distribution over networks there is no epistemic part to answer.
+        bayesian = is_bayesian(model)
+        self._outputs = tuple(
+            TensorSpec(name, FP32, (-1,), ("instances",))
+            for name in OUTPUT_TENSORS
+            if bayesian or name != EPISTEMIC_TENSOR
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -130,9 +158,11 @@ class TabularRegression(Task[RegressionResult, bool]):
     def predictor(self, max_samples: int) -> RegressionPredictor:
         return RegressionPredictor(self.model, max_samples=max_samples)
 
-    async def decode(self, request: Request, limits: Limits) -> Decoded[bool]:
+    async def read(self, request: Request, limits: Limits) -> object:
         check_content_type(request.headers.get("content-type"), (JSON,))
-        payload = parse_json(await request.body())
+        return parse_json(await request.body())
+
+    async def decode(self, payload: object, limits: Limits) -> Decoded[bool]:
         rows = table_rows(payload, self.body, self.features, max_instances=limits.max_instances)
         return Decoded(rows, isinstance(payload, dict) and "instances" in payload)
 
@@ -157,6 +187,49 @@ class TabularRegression(Task[RegressionResult, bool]):
                 strict=True,
             )
         ]
+
+    def tensor_inputs(self) -> tuple[TensorSpec, ...]:
+        return (self._input,)
+
+    def tensor_outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def tensor_metadata(self) -> dict[str, Any]:
+        return {"features": list(self.features), "target": self.model.target_name}
+
+    async def decode_tensors(
+        self, inputs: Sequence[RequestTensor], limits: Limits
+    ) -> Decoded[bool]:
+        tensor, _ = match_input(inputs, (self._input,), max_batch=limits.max_instances)
+        # float32 N × F, as /predict's decoder makes it, so both build the same Job.
+        rows = np.require(tensor.array(), np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+        bad = ~np.isfinite(rows)
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            raise tensor.refuse(
+                f"element [{row}, {column}] ({self.features[column]}) is {rows[row, column]}; "
+                "features must be finite numbers within FP32's range"
+            )
+        return Decoded(rows, True)
+
+    def encode_tensors(self, job: Job, result: RegressionResult, batched: bool) -> list[np.ndarray]:
+        if not result.finite.all():
+            overflown = ", ".join(str(int(i)) for i in np.flatnonzero(~result.finite))
+            raise ProtocolError(
+                f"input {INPUT_TENSOR!r}: the model's prediction overflows for row(s) "
+                f"{overflown}: their values lie far outside the range of the training data"
+            )
+        # In OUTPUT_TENSORS' order; epistemic_std is None without a distribution over networks.
+        summaries = (
+            result.mean,
+            result.std,
+            result.lower,
+            result.upper,
+            result.epistemic_std,
+            result.aleatoric_std,
+        )
+        arrays = dict(zip(OUTPUT_TENSORS, summaries, strict=True))
+        return [arrays[spec.name] for spec in self._outputs]
 
 
 def _check_finite(result: RegressionResult, *, batched: bool) -> None:

@@ -1,0 +1,184 @@
+"""Image uploads decoded on a bounded pool, within budgets of pixels: what clients send cannot
+set the service's memory or its CPU time.
+
+Every image of a request is measured from its header first (microseconds, nothing decoded):
+one over ``max_image_pixels`` is refused at once with a 415 naming it, and a request whose
+images add up to more than ``max_request_pixels`` with a 413. Decoding then runs on a pool of
+``workers`` threads (Pillow releases the GIL while it decodes, converts and resizes, so the
+threads use every core), each image holding its pixels from a service-wide budget of
+``max_inflight_pixels`` while it is decoded. An image not yet started when its request is
+cancelled (the client left, the deadline passed) is never decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from models.images import ImageDecodeError, decode_image, image_pixels
+from service.errors import InputError
+
+__all__ = ["ImageDecoder", "PixelBudget", "default_workers"]
+
+FILES = "files"
+
+
+def default_workers() -> int:
+    """One decoding thread per core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class PixelBudget:
+    """At most ``capacity`` pixels held at once, granted in arrival order (one holder of more
+    than all of it waits for all of it). Used on the event loop only."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, pixels: int) -> int:
+        """Wait until ``pixels`` (capped at the capacity) fit; return what was taken."""
+        pixels = min(pixels, self.capacity)
+        if not self._waiting and self.held + pixels <= self.capacity:
+            self.held += pixels
+            return pixels
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (pixels, granted)
+        self._waiting.append(entry)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(pixels)  # granted just as it was cancelled: give it back
+            else:
+                self._waiting.remove(entry)
+            raise
+        return pixels
+
+    def release(self, pixels: int) -> None:
+        self.held -= pixels
+        while self._waiting and self.held + self._waiting[0][0] <= self.capacity:
+            wanted, granted = self._waiting.popleft()
+            if not granted.done():
+                self.held += wanted
+                granted.set_result(None)
+
+
+class ImageDecoder:
+    """Decodes a request's image files to ``N × size × size × 3`` uint8 on a bounded pool."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        max_image_pixels: int,
+        max_request_pixels: int,
+        max_inflight_pixels: int,
+    ) -> None:
+        self.workers = workers
+        self.max_image_pixels = max_image_pixels
+        self.max_request_pixels = max_request_pixels
+        self._budget: PixelBudget | None = None
+        self._max_inflight_pixels = max_inflight_pixels
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def decode(self, files: Sequence[tuple[str, bytes]], size: int) -> np.ndarray:
+        """Every file as RGB ``size × size``, in order; the first bad one is a 415 naming it."""
+        if not files:
+            return np.empty((0, size, size, 3), dtype=np.uint8)
+        pixels = [self._measure(index, name, data) for index, (name, data) in enumerate(files)]
+        total = sum(pixels)
+        if total > self.max_request_pixels:
+            raise InputError.too_large(
+                f"the {len(files)} images hold {total} pixels together; the limit per request "
+                f"is {self.max_request_pixels} (MAX_REQUEST_PIXELS)"
+            )
+        images = np.empty((len(files), size, size, 3), dtype=np.uint8)
+        decodes = [
+            asyncio.ensure_future(self._decode_one(index, name, data, count, size, images))
+            for index, ((name, data), count) in enumerate(zip(files, pixels, strict=True))
+        ]
+        try:
+            await asyncio.gather(*decodes)
+        finally:
+            for pending in decodes:  # one failed, or the request was cancelled
+                pending.cancel()
+        return images
+
+    def _measure(self, index: int, name: str, data: bytes) -> int:
+        try:
+            return image_pixels(data, max_pixels=self.max_image_pixels)
+        except ImageDecodeError as exc:
+            raise _refusal(_label(index, name), exc) from exc
+
+    async def _decode_one(
+        self, index: int, name: str, data: bytes, pixels: int, size: int, out: np.ndarray
+    ) -> None:
+        budget = self._pixel_budget()
+        held = await budget.acquire(pixels)
+        loop = asyncio.get_running_loop()
+        # The pixels go back when the thread is done with them, not when the caller stops
+        # waiting: a decode that has started runs to its end.
+        work = self._pool.submit(_decode, data, size, self.max_image_pixels)
+        work.add_done_callback(lambda _: _call_soon(loop, budget.release, held))
+        try:
+            out[index] = await asyncio.wrap_future(work)
+        except ImageDecodeError as exc:
+            raise _refusal(_label(index, name), exc) from exc
+        except asyncio.CancelledError:
+            work.cancel()  # never started: never decoded
+            raise
+
+    def _pixel_budget(self) -> PixelBudget:
+        # Made on first use, inside the event loop that serves (asyncio.Condition binds to it).
+        if self._budget is None:
+            self._budget = PixelBudget(self._max_inflight_pixels)
+        return self._budget
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[int], None], arg: int) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to account for
+        loop.call_soon_threadsafe(callback, arg)
+
+
+def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_image(data, size, max_pixels=max_pixels)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # Pillow's decoders raise EOFError, struct.error, ... on hostile bytes
+        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+
+
+def _label(index: int, name: str) -> str:
+    """How the client named the image: ``instances[3]`` (JSON) or ``files[3] 'cat.png'``."""
+    json_label = f"instances[{index}]"
+    return json_label if name == json_label else f"{FILES}[{index}] {name!r}"
+
+
+def _refusal(label: str, exc: ImageDecodeError) -> InputError:
+    if exc.__cause__ is None:  # decodable, but over the pixel limit
+        return InputError.unsupported_media_type(
+            f"{label} is too large to decode: {exc} (MAX_IMAGE_PIXELS)"
+        )
+    cause = exc.__cause__
+    reason = "unrecognised file format" if isinstance(cause, UnidentifiedImageError) else cause
+    return InputError.unsupported_media_type(
+        f"{label} is not a decodable image (PNG, JPEG, BMP, GIF or WebP): {reason}"
+    )
