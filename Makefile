@@ -82,3 +82,10 @@ docker-build:
 bench: $(DEV_STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run
+
+# Hostile load (issue 16): poisoned batches, image bombs, CIFAR and wine overload, slow and
+# lying clients, SIGTERM mid-load, each against its own server on 127.0.0.1; bounded, stops by
+# itself (a few minutes). The table goes to bench/CHAOS.md; `make test` runs a short version.
+.PHONY: chaos
+chaos: $(DEV_STAMP)
+	$(BIN)/python -m bench.chaos

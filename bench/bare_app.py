@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from bench.checkpoints import WINE_MODEL
 from models.checkpoint import load_checkpoint, verify_checkpoint
 from service.errors import ModelNotFound
+from service.image_decoding import ImageDecoder
 from service.json_response import NumpyJSONResponse
 from service.repository import CHECKPOINT_SUFFIX
 from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
@@ -61,10 +62,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     network = load_checkpoint(checkpoint)
     task = TASKS[network.task](network)
     model_settings = settings.model_settings(WINE_MODEL, task.defaults)
+    # A tabular body decodes no image; the decoder is there because every Limits has one.
     limits = Limits(
         max_instances=model_settings.max_instances,
         max_file_bytes=settings.max_body_bytes,
-        max_image_pixels=settings.max_image_pixels,
+        image_decoder=ImageDecoder(
+            workers=1,
+            max_image_pixels=settings.max_image_pixels,
+            max_request_pixels=settings.max_request_pixels,
+            max_inflight_pixels=settings.max_decoding_pixels,
+        ),
     )
     # The service's name and version, so the answer is as long as the service's.
     ref = {"name": WINE_MODEL, "version": verify_checkpoint(checkpoint)[:12]}
@@ -83,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if name != WINE_MODEL:
             raise ModelNotFound(name, [WINE_MODEL])
         check_level(level)
-        decoded = await task.decode(request, limits)
+        decoded = await task.decode(await task.read(request, limits), limits)
         answer = canned_answer(
             ref, len(decoded.inputs), samples or model_settings.default_samples, level
         )

@@ -1,8 +1,9 @@
 """The request bodies the load generators send, written to files they can read.
 
 Tabular: one instance, the example ``GET /models`` shows for the model (a single-row request
-is the common case and the one batching exists for). CIFAR: a multipart upload of real
-test-split JPEGs, the files the in-process reference decodes too.
+is the common case and the one batching exists for), for ``/predict`` and as the Open
+Inference Protocol's inference request (the same row as an FP32 [1, F] tensor). CIFAR: a
+multipart upload of real test-split JPEGs, the files the in-process reference decodes too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ def tabular_body(folder: Path, checkpoint: Path) -> Body:
     example = TASKS[model.task](model).describe()["input"]["example"]
     path = folder / f"{checkpoint.stem}.json"
     path.write_text(json.dumps(example))
+    return Body(path, "application/json", 1)
+
+
+def v2_tabular_body(folder: Path, checkpoint: Path, samples: int) -> Body:
+    """The same instance as :func:`tabular_body`, as a v2 inference request (JSON tensors)."""
+    model = load_checkpoint(checkpoint)
+    task = TASKS[model.task](model)
+    example = task.describe()["input"]["example"]
+    (tensor,) = task.tensor_inputs()
+    request = {
+        "parameters": {"samples": samples},
+        "inputs": [
+            {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": [1, len(example)],
+                "data": list(example.values()),
+            }
+        ],
+    }
+    path = folder / f"{checkpoint.stem}.v2.json"
+    path.write_text(json.dumps(request))
     return Body(path, "application/json", 1)
 
 

@@ -11,8 +11,10 @@ Three servers, one after another, each one uvicorn worker on the same core:
 
 Each gets ``/predict/wine?model=bnn&samples=S`` closed loop at each concurrency and at one
 fixed arrival rate (half the batched service's closed-loop throughput at concurrency 32,
-unless ``--rate``). The batched service also gets ``/predict/cifar`` (its default model) with
-JPEG uploads, and its memory is read when ready and after all that load.
+unless ``--rate``). The batched service also gets the same row as an Open Inference Protocol
+request, ``POST /v2/models/wine-bnn/infer`` (JSON tensors, ``samples`` S), at concurrency 32
+right after its ``/predict/wine`` points, and ``/predict/cifar`` (its default model) with
+JPEG uploads; its memory is read when ready and after all that load.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from service.tasks import TASKS
 
 WINE_PATH = f"/predict/wine?model={WINE_DEFAULT}&samples={{samples}}"
 CIFAR_PATH = "/predict/cifar?samples={samples}"  # its default model, CIFAR_MODEL
+V2_PATH = f"/v2/models/{WINE_MODEL}/infer"  # samples in the body's parameters
+V2_CONNECTIONS = 32  # the concurrency of the v2 / /predict/wine comparison
 # The wine model's own batch limit, as a per-model variable: WINE_BNN__MAX_BATCH_SIZE.
 UNBATCHED = f"{settings_key(WINE_MODEL).upper()}__MAX_BATCH_SIZE"
 
@@ -41,7 +45,7 @@ UNBATCHED = f"{settings_key(WINE_MODEL).upper()}__MAX_BATCH_SIZE"
 @dataclass(frozen=True)
 class Point:
     server: str  # service, bare or unbatched
-    route: str  # wine or cifar
+    route: str  # wine, v2 (wine as an Open Inference Protocol request) or cifar
     result: load.LoadResult
     cpu_ms_per_request: float  # the server's CPU time (all threads) per completed request
     loop_ms_per_request: float  # the part on the main thread: HTTP, routing, JSON, batcher
@@ -164,6 +168,26 @@ class Driver:
                 rate=rate,
             )
 
+    def v2_point(self, target: server.Server, body: bodies.Body, duration_s: float) -> None:
+        """The wine row as a v2 inference request, at the concurrency it is compared at."""
+        load.run_wrk(  # not recorded, as in wine_points
+            target.url + V2_PATH,
+            body.path,
+            body.content_type,
+            connections=V2_CONNECTIONS,
+            duration_s=1.0,
+            prefix=self.place.load,
+        )
+        self.run(
+            target,
+            "service",
+            "v2",
+            V2_PATH,
+            body,
+            connections=V2_CONNECTIONS,
+            duration_s=duration_s,
+        )
+
 
 def post_once(url: str, body: bodies.Body) -> None:
     request = urllib.request.Request(
@@ -183,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     found = repository(args.repository, ROUTE_MODELS)
     with tempfile.TemporaryDirectory() as tmp:
         wine = bodies.tabular_body(Path(tmp), found[WINE_MODEL])
+        v2 = bodies.v2_tabular_body(Path(tmp), found[WINE_MODEL], args.samples)
         cifar = bodies.cifar_body(Path(tmp), bodies.cifar_files(args.cifar_images))
         env = memory.service_env(args.repository, found, args.device)
         run = {"prefix": place.server, "threads": place.server_threads}
@@ -193,8 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             ready = memory.read(svc.pid)
             rate = args.rate
             driver.wine_points(svc, "service", wine_path, wine, args, None)
+            driver.v2_point(svc, v2, args.duration)
             if rate is None:
-                at_32 = [p.result for p in points if p.result.connections == 32]
+                at_32 = [
+                    p.result for p in points if p.route == "wine" and p.result.connections == 32
+                ]
                 base = at_32[0].throughput if at_32 else points[-1].result.throughput
                 rate = float(max(1, round(base / 2)))
             driver.run(

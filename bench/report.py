@@ -18,6 +18,7 @@ MODEL_TARGET_SAMPLES = 20
 HTTP_RATIO_TARGET = 0.75  # service over bare req/s, wine c=32
 P50_SLACK_MS = 2.0  # service p50 at c=1 <= bare p50 + max wait + this
 CIFAR_RATIO_TARGET = 0.8  # HTTP over in-process images/s, S=32
+V2_RATIO_TARGET = 0.9  # v2 infer over /predict/wine req/s, the same row, c=32
 MiB = 2**20
 
 
@@ -134,8 +135,31 @@ def http_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[
                     source=source,
                 )
             )
+    rows.extend(_v2_rows(http, source))
     rows.extend(_cifar_rows(http, model, source))
     rows.extend(_memory_rows(http, source))
+    return rows
+
+
+def _v2_rows(http: dict[str, Any], source: str) -> list[Row]:
+    """The wine row as an Open Inference Protocol request against ``/predict/wine``."""
+    v2 = next((p for p in http["points"] if p["route"] == "v2"), None)
+    if v2 is None:
+        return []
+    c, s = v2["connections"], http["samples"]
+    rows = [Row(f"HTTP v2 infer wine S={s} c={c}: service", _latency(v2), source=source)]
+    wine = _point(http, "service", "wine", c)
+    if wine is not None:
+        ratio = v2["throughput"] / wine["throughput"]
+        rows.append(
+            Row(
+                f"HTTP wine S={s} c={c}: v2 infer / /predict/wine req/s",
+                f"{v2['throughput']:,.0f} / {wine['throughput']:,.0f} = {ratio:.2f}",
+                f"≥ {V2_RATIO_TARGET:g}",
+                verdict(ratio >= V2_RATIO_TARGET),
+                source,
+            )
+        )
     return rows
 
 

@@ -43,7 +43,10 @@ METHOD = """\
   decoder for the wine model, canned answer of the service's shape through the service's JSON
   encoder) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`. wrk (one thread) drives each,
   closed loop at each concurrency and at a fixed arrival rate. Body: one wine instance (the
-  example `GET /models` shows); CIFAR: a multipart upload of real test-split JPEGs; its
+  example `GET /models` shows); the service also gets that row as an Open Inference Protocol
+  request (`POST /v2/models/wine-bnn/infer`, an FP32 [1, 11] JSON tensor, `samples` in its
+  parameters) at c=32 right after its `/predict/wine` points, the pair the v2 / `/predict`
+  ratio compares; CIFAR: a multipart upload of real test-split JPEGs; its
   images/s count the answers after the first batch's over the time to the last one, since a
   closed loop of second-long requests starts with an empty pipeline. CPU ms/req is the server
   process's user + system time over completed requests: unlike req/s, another job on the

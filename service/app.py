@@ -21,10 +21,10 @@ from starlette.requests import ClientDisconnect
 
 from service.access_log import AccessLogMiddleware
 from service.body_limit import BodySizeLimitMiddleware
-from service.client_disconnect import client_disconnected
+from service.disconnect import client_disconnected
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
-from service.routes import operations, predict
+from service.routes import operations, predict, v2
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.include_router(operations.router)
     app.include_router(predict.router)
+    app.include_router(v2.router)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import InputError
+from service.protocol import error_body
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodySizeLimitMiddleware"]
 
@@ -39,7 +40,7 @@ class BodySizeLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             detail = f"request body is {declared} bytes; the limit is {self.max_body_bytes} bytes"
-            await _reject(detail)(scope, receive, send)
+            await _reject(scope, detail)(scope, receive, send)
             return
 
         received = 0
@@ -66,7 +67,7 @@ class BodySizeLimitMiddleware:
                 # failures into a 400, say); the client gets the 413 in its place.
                 if not replaced:
                     replaced = True
-                    await self._too_large(received)(scope, receive, send)
+                    await self._too_large(scope, received)(scope, receive, send)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -78,11 +79,12 @@ class BodySizeLimitMiddleware:
             if not exceeded or started:
                 raise
         if exceeded and not started and not replaced:
-            await self._too_large(received)(scope, receive, send)
+            await self._too_large(scope, received)(scope, receive, send)
 
-    def _too_large(self, received: int) -> JSONResponse:
+    def _too_large(self, scope: Scope, received: int) -> JSONResponse:
         return _reject(
-            f"request body is at least {received} bytes; the limit is {self.max_body_bytes} bytes"
+            scope,
+            f"request body is at least {received} bytes; the limit is {self.max_body_bytes} bytes",
         )
 
 
@@ -96,6 +98,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _reject(detail: str) -> JSONResponse:
+def _reject(scope: Scope, detail: str) -> JSONResponse:
+    """The 413, in the error shape of the route family the request was for."""
     error = InputError.too_large(detail)
-    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+    body = error_body(scope["path"], detail)
+    return JSONResponse(body, error.status_code, headers=error.headers)

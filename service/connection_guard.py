@@ -96,7 +96,7 @@ class GuardedH11Protocol(H11Protocol):
         self._header_deadline: asyncio.TimerHandle | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
         self._body_received = 0  # body bytes of the current request that have arrived
-        self._closing = False  # answered (or given up on): drop whatever else arrives
+        self._done = False  # answered, given up on or handed over: no more HTTP here
         self._linger_until = 0.0
         self._linger: asyncio.TimerHandle | None = None
 
@@ -116,7 +116,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._done:
             self._linger_on()
             return
         if self.conn.their_state is h11.IDLE and self._head_too_large(data):
@@ -137,6 +137,13 @@ class GuardedH11Protocol(H11Protocol):
             self._body_received += len(cycle.body) - buffered
         self._update_deadlines()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The connection is the WebSocket protocol's from here on (should a WebSocket
+        # library be installed): nothing of this one may fire on it.
+        self._cancel_deadlines()
+        self._done = True
+        super().handle_websocket_upgrade(event)
+
     def send_400_response(self, msg: str) -> None:
         # h11 refused what it read (uvicorn logged it): a head over the limit that arrived
         # in pieces h11 buffered, or anything malformed.
@@ -144,13 +151,13 @@ class GuardedH11Protocol(H11Protocol):
         if len(head) > self.max_head_bytes:
             self._refuse(*self._oversized_head(head))
         else:
-            self._refuse(400, f"invalid HTTP request: {msg}")
+            self._refuse(400, "invalid HTTP/1.1 request: its request line, headers or framing")
 
     # Deadlines
 
     def _update_deadlines(self) -> None:
         """Arm or cancel the deadlines for where the client now is in its request."""
-        if self._closing:
+        if self._done:
             return
         state = self.conn.their_state
         if state is h11.SEND_BODY:
@@ -204,6 +211,11 @@ class GuardedH11Protocol(H11Protocol):
     def _body_too_slow(self) -> None:
         self._body_deadline = None
         cycle = self.cycle
+        if self.flow.read_paused and cycle is not None and not cycle.response_started:
+            # uvicorn stopped reading (64 KiB are buffered and the app has not asked for
+            # more): the wait is the app's, not the client's. The clock starts again.
+            self._body_deadline = self.loop.call_later(self.deadlines.body_s, self._body_too_slow)
+            return
         if cycle is None or cycle.response_started:
             # The app answered before reading all of the body; uvicorn would drain the rest
             # for as long as it trickles in.
@@ -295,7 +307,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _stop_request(self) -> None:
         """No more deadlines, keep-alive or data for this connection; the app's request ends."""
-        self._closing = True
+        self._done = True
         self._cancel_deadlines()
         self._unset_keepalive_if_required()
         cycle = self.cycle

@@ -27,8 +27,6 @@ from service.errors import InputError
 
 __all__ = ["ImageDecoder", "PixelBudget", "default_workers"]
 
-FILES = "files"
-
 
 def default_workers() -> int:
     """One decoding thread per core this process may use."""
@@ -99,10 +97,14 @@ class ImageDecoder:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def decode(self, files: Sequence[tuple[str, bytes]], size: int) -> np.ndarray:
-        """Every file as RGB ``size × size``, in order; the first bad one is a 415 naming it."""
+        """Every file as RGB ``size × size``, in order; the first bad one is a 415 naming it.
+
+        ``files`` pairs each file's bytes with how the client would name it in a message
+        (``files[3] 'cat.png'``, ``instances[3]``): refusals begin with that label.
+        """
         if not files:
             return np.empty((0, size, size, 3), dtype=np.uint8)
-        pixels = [self._measure(index, name, data) for index, (name, data) in enumerate(files)]
+        pixels = [self._measure(label, data) for label, data in files]
         total = sum(pixels)
         if total > self.max_request_pixels:
             raise InputError.too_large(
@@ -111,8 +113,8 @@ class ImageDecoder:
             )
         images = np.empty((len(files), size, size, 3), dtype=np.uint8)
         decodes = [
-            asyncio.ensure_future(self._decode_one(index, name, data, count, size, images))
-            for index, ((name, data), count) in enumerate(zip(files, pixels, strict=True))
+            asyncio.ensure_future(self._decode_one(index, label, data, count, size, images))
+            for index, ((label, data), count) in enumerate(zip(files, pixels, strict=True))
         ]
         try:
             await asyncio.gather(*decodes)
@@ -121,14 +123,14 @@ class ImageDecoder:
                 pending.cancel()
         return images
 
-    def _measure(self, index: int, name: str, data: bytes) -> int:
+    def _measure(self, label: str, data: bytes) -> int:
         try:
             return image_pixels(data, max_pixels=self.max_image_pixels)
         except ImageDecodeError as exc:
-            raise _refusal(_label(index, name), exc) from exc
+            raise _refusal(label, exc) from exc
 
     async def _decode_one(
-        self, index: int, name: str, data: bytes, pixels: int, size: int, out: np.ndarray
+        self, index: int, label: str, data: bytes, pixels: int, size: int, out: np.ndarray
     ) -> None:
         budget = self._pixel_budget()
         held = await budget.acquire(pixels)
@@ -140,7 +142,7 @@ class ImageDecoder:
         try:
             out[index] = await asyncio.wrap_future(work)
         except ImageDecodeError as exc:
-            raise _refusal(_label(index, name), exc) from exc
+            raise _refusal(label, exc) from exc
         except asyncio.CancelledError:
             work.cancel()  # never started: never decoded
             raise
@@ -164,12 +166,6 @@ def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         raise
     except Exception as exc:  # Pillow's decoders raise EOFError, struct.error, ... on hostile bytes
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
-
-
-def _label(index: int, name: str) -> str:
-    """How the client named the image: ``instances[3]`` (JSON) or ``files[3] 'cat.png'``."""
-    json_label = f"instances[{index}]"
-    return json_label if name == json_label else f"{FILES}[{index}] {name!r}"
 
 
 def _refusal(label: str, exc: ImageDecodeError) -> InputError:

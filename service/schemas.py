@@ -43,6 +43,7 @@ __all__ = [
     "RegressionPrediction",
     "RegressionResponse",
     "family_model",
+    "inline_schema",
     "tabular_body_adapter",
     "tabular_error_loc",
 ]
@@ -393,3 +394,22 @@ class ModelsResponse(BaseModel):
     """Answer to GET /models."""
 
     models: list[ModelInfo]
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, for ``openapi_extra``: an
+    OpenAPI document has no ``$defs`` at its root for the references to point to."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)

@@ -565,6 +565,8 @@ def test_openapi_describes_both_predict_routes(api: Api) -> None:
     for route in ("/predict/wine", "/predict/cifar", "/predict/{name}"):
         parameters = {parameter["name"] for parameter in paths[route]["post"]["parameters"]}
         assert {"samples", "level"} <= parameters
+    # Every schema reference resolves within the document (a model's own $defs do not).
+    assert "#/$defs/" not in json.dumps(response.json())
     any_model = paths["/predict/{name}"]["post"]["requestBody"]["content"]
     assert set(any_model) == {"application/json", "multipart/form-data"}
     assert "model" in {p["name"] for p in paths["/predict/wine"]["post"]["parameters"]}
@@ -689,16 +691,11 @@ def test_wine_intervals_nest_as_the_level_grows(api: Api) -> None:
 Send = Callable[[], Coroutine[Any, Any, httpx.Response]]
 
 
-def assert_same_alone_and_in_one_batch(
-    api: Api,
-    close_gate: Callable[[object, str], Gate],
-    key: str,
-    sends: Sequence[Send],
-    assert_same: Callable[[dict[str, Any], dict[str, Any]], None] = assert_same_numbers,
-) -> None:
-    """Each request answers the same alone as when the whole burst shares one model pass."""
-    alone = [api.run(send()) for send in sends]
-    served = api.served(key)
+def send_in_one_pass(
+    api: Api, close_gate: Callable[[object, str], Gate], name: str, sends: Sequence[Send]
+) -> list[httpx.Response]:
+    """Send the burst while the model is busy, so that it queues and then shares one pass."""
+    served = api.served(name)
     gate = hold_model(close_gate, served)
 
     async def burst() -> list[httpx.Response]:
@@ -712,6 +709,19 @@ def assert_same_alone_and_in_one_batch(
 
     together = api.run(burst())
     assert len(sends) in gate.jobs_per_pass  # the whole burst shared one model pass
+    return together
+
+
+def assert_same_alone_and_in_one_batch(
+    api: Api,
+    close_gate: Callable[[object, str], Gate],
+    key: str,
+    sends: Sequence[Send],
+    assert_same: Callable[[dict[str, Any], dict[str, Any]], None] = assert_same_numbers,
+) -> None:
+    """Each request answers the same alone as when the whole burst shares one model pass."""
+    alone = [api.run(send()) for send in sends]
+    together = send_in_one_pass(api, close_gate, key, sends)
     for one, other in zip(together, alone, strict=True):
         assert one.status_code == other.status_code == 200, one.text
         assert_same(one.json(), other.json())
@@ -762,20 +772,7 @@ def test_a_request_the_maths_fails_on_fails_alone_and_its_batch_is_answered(
     rows[3][10] = poison
     sends = [functools.partial(api.client.post, "/predict/wine", json=batch(r)) for r in rows]
     alone = [api.run(send()) for send in sends]
-    served = api.served("wine-bnn")
-    gate = hold_model(close_gate, served)
-
-    async def burst() -> list[httpx.Response]:
-        plug = asyncio.create_task(sends[0]())
-        await gate.entered()
-        sent = [asyncio.create_task(send()) for send in sends]
-        await queue_depth_reaches(served, len(sends))
-        gate.open()
-        await plug
-        return await asyncio.gather(*sent)
-
-    together = api.run(burst())
-    assert len(sends) in gate.jobs_per_pass  # the poisoned request shared the others' pass
+    together = send_in_one_pass(api, close_gate, "wine-bnn", sends)  # poison and all
     for index, (one, other) in enumerate(zip(together, alone, strict=True)):
         if index == 3:
             assert one.status_code == other.status_code == 422

@@ -31,9 +31,11 @@ from typing import Any
 import click
 import pytest
 import uvicorn
+from uvicorn.importer import import_from_string
 
 from service.app import create_app
 from service.batcher import BatcherSettings
+from service.connection_guard import HTTP_PROTOCOL, GuardedH11Protocol
 from service.live_server import LiveServer, free_port
 from service.repository import find_models
 from service.settings import CONFIG_FILE_ENV, ModelSettings, Settings, settings_key
@@ -304,6 +306,9 @@ def test_start_command_is_uvicorn_serving_the_app_factory(
     assert isinstance(uvicorn.main, click.Command)
     params = uvicorn.main.make_context("uvicorn", arguments).params
     assert params["factory"] is True
+    # uvicorn's h11 guarded against slow and lying clients, as `make serve` runs it.
+    assert params["http"] == HTTP_PROTOCOL
+    assert import_from_string(params["http"]) is GuardedH11Protocol
     module, _, attribute = params["app"].partition(":")
     assert getattr(importlib.import_module(module), attribute) is create_app
     assert params["host"] == "0.0.0.0"

@@ -1,4 +1,8 @@
-"""Image uploads: decoded right, refused early and by name, within pixel budgets, cancellable."""
+"""Image uploads: decoded right, refused early and by name, within pixel budgets, cancellable.
+
+Each file goes to the decoder with the label a refusal names it by (the image task makes it
+from how the client sent the file).
+"""
 
 from __future__ import annotations
 
@@ -89,7 +93,7 @@ def test_images_keep_their_order_and_reach_the_models_input_size() -> None:
 def test_the_bad_file_is_named() -> None:
     png = image_bytes("PNG", (10, 10), "RGB", (0, 0, 0))
     with pytest.raises(InputError) as info:
-        decode_images([("a.png", png), ("notes.txt", b"hello, world")])
+        decode_images([("files[0] 'a.png'", png), ("files[1] 'notes.txt'", b"hello, world")])
     assert info.value.status_code == 415
     assert str(info.value.detail).startswith("files[1] 'notes.txt' is not a decodable image")
     with pytest.raises(InputError) as info:
@@ -100,7 +104,7 @@ def test_the_bad_file_is_named() -> None:
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header_with_our_limit() -> None:
     big = image_bytes("PNG", (200, 100), "L", 0)
     with pytest.raises(InputError) as info:
-        decode_images([("ok.png", image_bytes("PNG", (8, 8), "L", 0)), ("big.png", big)])
+        decode_images([("ok", image_bytes("PNG", (8, 8), "L", 0)), ("files[1] 'big.png'", big)])
     assert info.value.status_code == 415
     assert "files[1] 'big.png' is too large" in str(info.value.detail)
     assert "200×100 = 20000 pixels, more than the limit of 10000" in str(info.value.detail)

@@ -26,21 +26,8 @@ from service.inputs import (
     table_rows,
 )
 from service.schemas import tabular_body_adapter
+from training.datasets.wine import WINE_FEATURES
 
-# The wine models' features, as a tabular model of eleven features would name them.
-WINE_FEATURES = (
-    "fixed_acidity",
-    "volatile_acidity",
-    "citric_acid",
-    "residual_sugar",
-    "chlorides",
-    "free_sulfur_dioxide",
-    "total_sulfur_dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-)
 WINE_BODY = tabular_body_adapter(WINE_FEATURES)
 
 

@@ -28,20 +28,8 @@ from service.schemas import (
     tabular_error_loc,
     tabular_rows,
 )
+from training.datasets.wine import WINE_FEATURES
 
-WINE_FEATURES = (
-    "fixed_acidity",
-    "volatile_acidity",
-    "citric_acid",
-    "residual_sugar",
-    "chlorides",
-    "free_sulfur_dioxide",
-    "total_sulfur_dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-)
 CLASSES = ("cat", "dog", "ship")
 ROW = [float(i) + 0.5 for i in range(len(WINE_FEATURES))]
 NAMED = dict(zip(WINE_FEATURES, ROW, strict=True))

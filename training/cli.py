@@ -26,8 +26,8 @@ def training_parser(
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--epochs", type=int, default=epochs, help="passes over the training data")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="examples per step")
     parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     parser.add_argument(
         "--prior-sigma", type=float, default=prior_sigma, help="std of the N(0, σ²) weight prior"
@@ -36,9 +36,11 @@ def training_parser(
         "--data-dir",
         type=Path,
         default=None,
-        help=f"data folder (default: ${DATA_DIR_ENV}, else ../shared/data)",
+        help=f"data folder; without it, ${DATA_DIR_ENV}, else ../shared/data",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="of the initial weights and the data order"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.checkpoint import file_sha256, save_checkpoint
+from models.checkpoint import CheckpointError, file_sha256, save_checkpoint
 from models.importer import load_bayesiancnn_file
+from training.cli import run_script
 from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
-from training.datasets.location import portable_source
+from training.datasets.location import DataNotFoundError, portable_source
 from training.evaluate import evaluate_classification
 from training.manifest import training_command, write_manifest, written
 
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, (CheckpointError, DataNotFoundError))

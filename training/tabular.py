@@ -85,7 +85,12 @@ def add_tabular_options(
     val_fraction: float = 0.15,
 ) -> None:
     """The options of the tabular training loop, with a script's defaults."""
-    parser.add_argument("--model", choices=MODEL_CHOICES, default="bnn")
+    parser.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        default="bnn",
+        help="bnn: Bayes by Backprop; gaussian: one deterministic network with a Gaussian head",
+    )
     parser.add_argument(
         "--noise",
         choices=["heteroscedastic", "homoscedastic"],
@@ -97,7 +102,8 @@ def add_tabular_options(
         type=int,
         nargs="+",
         default=None,
-        help=f"hidden layer widths (default: {hidden})",
+        help="hidden layer widths; without it, "
+        + ", ".join(f"{widths} for {model}" for model, widths in hidden.items()),
     )
     parser.add_argument(
         "--val-fraction",
@@ -216,6 +222,11 @@ def fit_regressor(
         bar.set_postfix(val_nll=f"{val_nll:.4f}", best=f"{best[0]:.4f}@{best[1] + 1}")
         if epoch - best[1] >= settings.patience:
             break
+    if best[1] < 0:
+        raise FloatingPointError(
+            f"the validation NLL was never finite ({val_nll}): training diverged; "
+            "a smaller --lr or --prior-sigma may help"
+        )
     model.load_state_dict(best[2])
     model.eval()
     return FittedRegressor(

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.device import resolve_device
-from training.cli import seed_everything, training_parser
+from models.images import ImageDecodeError
+from training.cli import run_script, seed_everything, training_parser
 from training.datasets.cifar import IMAGE_SIZE, load_cifar10
+from training.datasets.location import DataNotFoundError
 from training.images import add_image_options, settings_from_args, train_image_model
 from training.manifest import training_command
 
@@ -45,4 +47,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, (DataNotFoundError, ImageDecodeError))

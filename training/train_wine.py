@@ -10,8 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.device import resolve_device
-from training.cli import DEFAULT_REPOSITORY, repository_checkpoint, seed_everything, training_parser
-from training.datasets.location import portable_source
+from training.cli import (
+    DEFAULT_REPOSITORY,
+    repository_checkpoint,
+    run_script,
+    seed_everything,
+    training_parser,
+)
+from training.datasets.location import DataNotFoundError, portable_source
 from training.datasets.table import SPLIT_DESCRIPTION
 from training.datasets.wine import WINE_FEATURES, WINE_TARGET, load_wine
 from training.manifest import training_command
@@ -73,4 +79,4 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, (DataNotFoundError,))

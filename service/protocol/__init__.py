@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["EXTENSIONS", "PLATFORM", "SERVER_NAME", "ProtocolError"]
+__all__ = ["EXTENSIONS", "PLATFORM", "PREFIX", "SERVER_NAME", "ProtocolError", "error_body"]
+
+# Where the protocol's routes live; their errors are {"error": ...}, everyone else's
+# {"detail": ...}.
+PREFIX: Final = "/v2"
 
 SERVER_NAME: Final = "bayes-serve"
 # The spec's "<project>_<format>": PyTorch networks in safetensors checkpoints.
@@ -19,6 +23,17 @@ PLATFORM: Final = "pytorch_safetensors"
 # Triton's extensions that apply here: binary tensor data after the JSON header, and custom
 # request parameters (``samples``, ``level``).
 EXTENSIONS: Final = ("binary_tensor_data", "parameters")
+
+
+def error_body(path: str, message: str) -> dict[str, str]:
+    """An error answer in the shape of the route family ``path`` belongs to.
+
+    For answers given before routing (a body over the size limit), where the route's own
+    error rendering never runs.
+    """
+    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+        return {"error": message}
+    return {"detail": message}
 
 
 class ProtocolError(ValueError):

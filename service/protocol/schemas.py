@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ErrorResponse",
@@ -26,12 +27,26 @@ __all__ = [
     "RequestOutput",
     "ResponseOutput",
     "ServerMetadataResponse",
+    "TensorForm",
     "TensorMetadata",
 ]
 
-# $parameter = $string : $string | $number | $boolean. Strict, so that true stays a boolean
-# and "10" stays a string: a parameter's checks then say what was sent.
-Parameters = dict[str, StrictBool | StrictInt | StrictFloat | StrictStr]
+
+def _scalar(value: Any) -> Any:
+    """A parameter as sent: true stays a boolean and "10" a string, so that each parameter's
+    own check can say what was sent; only objects, arrays and null are refused here."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    kind = "null" if value is None else "an array" if isinstance(value, list) else "an object"
+    raise PydanticCustomError(
+        "parameter_type",
+        "a parameter is a string, a number or a boolean, not {kind}",
+        {"kind": kind},
+    )
+
+
+# $parameter = $string : $string | $number | $boolean
+Parameters = dict[str, Annotated[Any, AfterValidator(_scalar)]]
 # Each dimension "must be an integer representable as an unsigned 64-bit integer value".
 Dimension = Annotated[int, Field(ge=0, lt=2**64, strict=True)]
 
@@ -102,10 +117,20 @@ class InferenceRequest(_Body):
     )
 
 
+class TensorForm(BaseModel):
+    datatype: str
+    shape: list[int]
+
+
 class TensorMetadata(BaseModel):
     name: str
     datatype: str
     shape: list[int] = Field(description="-1 for a dimension of any size (the batch).")
+    alternatives: list[TensorForm] | None = Field(
+        default=None,
+        description="Other forms the input may take (an image model's: UINT8 pixels at its "
+        "input size, beside BYTES image files).",
+    )
 
 
 class ServerMetadataResponse(BaseModel):

@@ -266,6 +266,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         payload = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"the inference request is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(
+            f"the inference request should be a JSON object, not {_json_kind(payload)}"
+        )
     try:
         request = InferenceRequest.model_validate(payload)
     except ValidationError as exc:
@@ -344,35 +348,35 @@ def match_input(
     dimension must be as the spec says.
     """
     name = accepted[0].name
-    forms = " or ".join(spec.form for spec in accepted)
     if len(inputs) != 1 or inputs[0].name != name:
         got = ", ".join(repr(tensor.name) for tensor in inputs)
-        raise ProtocolError(f"the model takes one input, {name!r} ({forms}); got {got}")
+        raise ProtocolError(f"the model takes one input, {name!r} ({_forms(accepted)}); got {got}")
     tensor = inputs[0]
     spec = next((spec for spec in accepted if spec.datatype == tensor.datatype), None)
     if spec is None:
-        raise tensor.refuse(f"datatype is {tensor.datatype}; the model takes {forms}")
-    shape = list(tensor.shape)
+        raise tensor.refuse(f"datatype is {tensor.datatype}; the model takes {_forms(accepted)}")
     if len(tensor.shape) != len(spec.shape):
         dims = ", ".join(spec.labels)
         raise tensor.refuse(
-            f"shape {shape} has {len(shape)} dimensions; a {spec.datatype} input has "
-            f"{len(spec.shape)}, {list(spec.shape)}" + (f" ({dims})" if dims else "")
+            f"shape {list(tensor.shape)} has {len(tensor.shape)} dimensions; a {spec.datatype} "
+            f"input has {len(spec.shape)}, {list(spec.shape)}" + (f" ({dims})" if dims else "")
         )
     for dim, (got, want) in enumerate(zip(tensor.shape, spec.shape, strict=True)):
-        label = f" ({spec.labels[dim]})" if dim < len(spec.labels) else ""
-        if want != -1 and got != want:
-            raise tensor.refuse(
-                f"shape {shape}: dimension {dim}{label} should be {want}, not {got}"
-            )
-        if want == -1 and got < 1:
-            raise tensor.refuse(f"shape {shape}: dimension {dim}{label} is 0; send at least one")
-        if want == -1 and got > max_batch:
-            raise tensor.refuse(
-                f"shape {shape}: dimension {dim}{label} is {got}; the limit is {max_batch} "
-                "per request"
-            )
+        if (want == -1 and 1 <= got <= max_batch) or got == want:
+            continue
+        where = f"shape {list(tensor.shape)}: dimension {dim}"
+        if dim < len(spec.labels):
+            where += f" ({spec.labels[dim]})"
+        if want != -1:
+            raise tensor.refuse(f"{where} should be {want}, not {got}")
+        if got < 1:
+            raise tensor.refuse(f"{where} is 0; send at least one")
+        raise tensor.refuse(f"{where} is {got}; the limit is {max_batch} per request")
     return tensor, spec
+
+
+def _forms(accepted: Sequence[TensorSpec]) -> str:
+    return " or ".join(spec.form for spec in accepted)
 
 
 def select_outputs(

@@ -1,20 +1,33 @@
-"""What every predict route does around the model call: look-ups and the batch hop."""
+"""What every predict route does around the model call: admission, deadline, the batch hop.
+
+``/predict`` and the Open Inference Protocol's ``infer`` differ in how a body is read and
+decoded; :func:`answer` is the rest of a request's life, the same for both: admitted before
+its body is read, under one deadline from then, cancelled if the client leaves once the body
+is in, queued in the place its admission held.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 
+from service.access_log import request_id_of
 from service.batcher import (
     Admission,
     BatcherClosedError,
     DeadlineExceededError,
     QueueFullError,
 )
+from service.disconnect import cancelled_on_disconnect
 from service.errors import DeadlineExceeded, InputError, ServiceUnavailable
 from service.predictor import Job
 from service.registry import ModelRegistry, ServedModel
+
+B = TypeVar("B")
+C = TypeVar("C")
 
 # Retry-After when the service is shutting down and another replica should take the request.
 SHUTTING_DOWN_RETRY_S = 5.0
@@ -24,6 +37,34 @@ MODEL_FAULT_RETRY_S = 5.0
 
 def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
+
+
+async def answer(
+    request: Request,
+    served: ServedModel,
+    read: Callable[[], Awaitable[B]],
+    decode: Callable[[B], Awaitable[tuple[Job, C]]],
+) -> tuple[Job, Any, C]:
+    """Admit, ``read`` the body, ``decode`` it into a job (and what encoding needs), run it.
+
+    Refused with a 503 at once when the model's queue cannot take the request in time; a
+    504 past the deadline; ``ClientDisconnect`` (answered 499) if the client leaves.
+    """
+    admission = admit(served)
+    try:
+        async with asyncio.timeout_at(admission.deadline):
+            body = await read()
+            async with cancelled_on_disconnect(request):
+                job, context = await decode(body)
+                result = await run_batched(served, job, admission, request_id_of(request))
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"model {served.name}: the request was not answered within its deadline of "
+            f"{served.settings.timeout_s:g} s (reading and decoding its body, waiting, running)"
+        ) from None
+    finally:
+        admission.release()
+    return job, result, context
 
 
 def admit(served: ServedModel) -> Admission:

@@ -9,7 +9,10 @@ from fastapi import Query
 
 from service.errors import InputError
 
-__all__ = ["LEVEL_QUERY", "MAX_LEVEL", "SAMPLES_QUERY", "check_level"]
+__all__ = ["DEFAULT_LEVEL", "LEVEL_QUERY", "MAX_LEVEL", "SAMPLES_QUERY", "check_level"]
+
+# The central intervals' level when a request names none (API.md).
+DEFAULT_LEVEL: Final = 0.95
 
 # The largest level whose upper tail probability (1 + level) / 2 is still below 1 in float64;
 # above it the upper quantile would be the point at infinity.

@@ -7,19 +7,15 @@ is ``/predict/cifar-X``, so every ``wine-*`` and ``cifar-*`` model is reachable 
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
-from service.access_log import request_id_of
-from service.disconnect import ClientDisconnected, cancelled_on_disconnect
-from service.errors import DeadlineExceeded
 from service.json_response import NumpyJSONResponse
 from service.predictor import Job
-from service.routes.dependencies import admit, registry_of, run_batched
-from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
+from service.routes.dependencies import answer, registry_of
+from service.routes.parameters import DEFAULT_LEVEL, LEVEL_QUERY, SAMPLES_QUERY, check_level
 from service.routes.responses import ERROR_RESPONSES
 from service.schemas import (
     CIFAR_DEFAULT,
@@ -34,10 +30,6 @@ from service.tasks import TASKS
 
 router = APIRouter(tags=["predict"])
 
-# nginx's status for a request whose client closed the connection before the answer: only the
-# access log and the metrics see it.
-CLIENT_CLOSED_REQUEST = 499
-
 
 def _body(*tasks: str) -> dict[str, object]:
     content: dict[str, object] = {}
@@ -49,37 +41,27 @@ def _body(*tasks: str) -> dict[str, object]:
 async def predict(request: Request, name: str, samples: int | None, level: float) -> Response:
     """read → decode → batch → predict → unbatch → encode, for model ``name``.
 
-    The request is admitted (or refused with a 503) before its body is read, and its deadline
-    counts from then over all of it. Once the body is read, a client that leaves cancels the
-    rest: its images are not decoded, its rows not run.
+    The query is checked before anything else; the request is then admitted (or refused with
+    a 503) before its body is read (:func:`~service.routes.dependencies.answer`).
     """
     job_level = check_level(level)
     served = registry_of(request).get(name)
     job_samples = served.resolve_samples(samples)
     task = served.task
-    admission = admit(served)
-    try:
-        async with asyncio.timeout_at(admission.deadline):
-            body = await task.read(request, served.limits)
-            async with cancelled_on_disconnect(request):
-                decoded = await task.decode(body, served.limits)
-                job = Job(decoded.inputs, job_samples, job_level)
-                result = await run_batched(served, job, admission, request_id_of(request))
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"model {served.name}: the request was not answered within its deadline of "
-            f"{served.settings.timeout_s:g} s (reading and decoding its body, waiting, running)"
-        ) from None
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    finally:
-        admission.release()
+
+    async def decode(body: Any) -> tuple[Job, Any]:
+        decoded = await task.decode(body, served.limits)
+        return Job(decoded.inputs, job_samples, job_level), decoded.context
+
+    job, result, context = await answer(
+        request, served, lambda: task.read(request, served.limits), decode
+    )
     return NumpyJSONResponse(
         {
             "model": served.ref,
             "samples": job.samples,
             "level": job.level,
-            "predictions": task.encode(job, result, decoded.context),
+            "predictions": task.encode(job, result, context),
         }
     )
 
@@ -101,7 +83,7 @@ async def predict_wine(
         ),
     ] = WINE_DEFAULT,
     samples: SAMPLES_QUERY = None,
-    level: LEVEL_QUERY = 0.95,
+    level: LEVEL_QUERY = DEFAULT_LEVEL,
 ) -> Response:
     return await predict(request, family_model(WINE_FAMILY, model), samples, level)
 
@@ -124,7 +106,7 @@ async def predict_cifar(
         ),
     ] = CIFAR_DEFAULT,
     samples: SAMPLES_QUERY = None,
-    level: LEVEL_QUERY = 0.95,
+    level: LEVEL_QUERY = DEFAULT_LEVEL,
 ) -> Response:
     return await predict(request, family_model(CIFAR_FAMILY, model), samples, level)
 
@@ -141,6 +123,6 @@ async def predict_model(
     request: Request,
     name: Annotated[str, Path(description="The model's name, as GET /models lists it")],
     samples: SAMPLES_QUERY = None,
-    level: LEVEL_QUERY = 0.95,
+    level: LEVEL_QUERY = DEFAULT_LEVEL,
 ) -> Response:
     return await predict(request, name, samples, level)

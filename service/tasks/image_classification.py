@@ -42,7 +42,7 @@ from service.inputs import (
 from service.predictor import BatchResult, Job, Predictor
 from service.protocol import ProtocolError
 from service.protocol.tensors import BYTES, RequestTensor, TensorSpec, match_input
-from service.schemas import ClassificationResponse, ImageJsonBody
+from service.schemas import ClassificationResponse, ImageJsonBody, inline_schema
 from service.tasks.base import Decoded, Limits, Task
 from uncertainty.classification import summarize_classification
 
@@ -111,7 +111,7 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
                 "required": ["files"],
             }
         },
-        JSON: {"schema": ImageJsonBody.model_json_schema()},
+        JSON: {"schema": inline_schema(ImageJsonBody)},
     }
 
     model: BayesianCNN
@@ -170,8 +170,13 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
         return Uploads(files, named=True)
 
     async def decode(self, uploads: Uploads, limits: Limits) -> Decoded[list[str] | None]:
+        # Named in messages as the client sent them: ``files[3] 'cat.png'`` or ``instances[3]``.
+        labeled = [
+            (f"files[{index}] {name!r}" if uploads.named else name, data)
+            for index, (name, data) in enumerate(uploads.files)
+        ]
         # On the service's bounded pool, off the event loop, within its pixel budgets.
-        images = await limits.image_decoder.decode(uploads.files, self.size)
+        images = await limits.image_decoder.decode(labeled, self.size)
         names = [name for name, _ in uploads.files] if uploads.named else None
         return Decoded(images, names)
 
@@ -251,30 +256,33 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
 
 
 def _base64(tensor: RequestTensor, index: int, text: bytes) -> bytes:
-    # Whitespace is dropped first, as /predict does: base64 tools wrap lines at 76 characters.
     try:
-        return base64.b64decode(b"".join(text.split()), validate=True)
+        return _from_base64(text)
     except (binascii.Error, ValueError) as exc:
         raise tensor.refuse(
             f"element {index} should be the base64 of an image file's bytes: {exc}"
         ) from exc
 
 
+def _from_base64(text: bytes) -> bytes:
+    # Whitespace is dropped first, as /predict does: base64 tools wrap lines at 76 characters.
+    return base64.b64decode(b"".join(text.split()), validate=True)
+
+
 def _element_name(index: int) -> str:
-    return f"{IMAGE_TENSOR}[{index}]"
+    """How a refusal names element ``index`` of the image tensor (the decoder's label)."""
+    return f"element {index}"
 
 
-# How the image decoder names a file it refuses: ``files[3] 'image[3]'``.
-_DECODER_LABEL = re.compile(r"^files\[(\d+)\] '[^']*'")
+_ELEMENT = re.compile(r"^element (\d+) ")
 
 
 def _refusal(tensor: RequestTensor, detail: str, files: list[tuple[str, bytes]]) -> ProtocolError:
-    """The decoder's refusal of one file, named as the protocol's client sent it."""
-    label = _DECODER_LABEL.match(detail)
-    if label is None:
+    """The decoder's refusal of one element, with a hint when binary data holds base64."""
+    element = _ELEMENT.match(detail)
+    if element is None:
         return tensor.refuse(detail)
-    index = int(label[1])
-    detail = f"element {index}{detail[label.end() :]}"
+    index = int(element[1])
     if tensor.binary and _is_base64(files[index][1]):
         detail += "; it looks like base64, but binary data carries the image file's own bytes"
     return tensor.refuse(detail)
@@ -282,7 +290,7 @@ def _refusal(tensor: RequestTensor, detail: str, files: list[tuple[str, bytes]])
 
 def _is_base64(data: bytes) -> bool:
     try:
-        base64.b64decode(b"".join(data.split()), validate=True)
+        _from_base64(data)
     except (binascii.Error, ValueError):
         return False
     return True

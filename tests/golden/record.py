@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from service.live_server import LiveServer
+from training.datasets.cifar import CIFAR10_CLASSES
 from training.datasets.location import resolve_data_dir
 
 HERE = Path(__file__).resolve().parent
@@ -25,18 +26,6 @@ PROJECT_ROOT = HERE.parents[1]
 IMAGES = HERE / "images"
 ANSWERS = HERE / "answers.json"
 WINE_ROWS = 50
-CIFAR_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 IMAGES_PER_CLASS = 2
 # (route, query) pairs; each is sent as one request holding every input.
 WINE_QUERIES: tuple[dict[str, Any], ...] = (
@@ -63,7 +52,7 @@ def copy_images() -> list[Path]:
     IMAGES.mkdir(exist_ok=True)
     paths = []
     source = resolve_data_dir() / "cifar10" / "test"
-    for name in CIFAR_CLASSES:
+    for name in CIFAR10_CLASSES:
         for index in range(IMAGES_PER_CLASS):
             target = IMAGES / f"{name}-{index:04d}.jpg"
             shutil.copyfile(source / name / f"{index:04d}.jpg", target)
