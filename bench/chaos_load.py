@@ -45,6 +45,7 @@ BOUNDARY: Final = "chaos-boundary-5be0d7"
 DROPPED: Final = "dropped"
 TIMEOUT: Final = "timeout"
 REFUSED: Final = "refused"
+DETAIL_CHARS: Final = 240
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Answer:
     failure: str = ""
     retry_after: str | None = None
     tag: str = ""  # which kind of request this was, e.g. "normal" or "poisoned"
+    detail: str = ""  # the start of an error answer's body: what the server said was wrong
 
 
 @dataclass
@@ -139,8 +141,8 @@ class _Connection:
         self.writer = writer
         self.open = True
 
-    async def exchange(self, head: bytes, body: bytes) -> tuple[int, dict[str, str]]:
-        """Send one request; read its whole answer; the status and headers."""
+    async def exchange(self, head: bytes, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; read its whole answer: the status, headers and body."""
         self.writer.write(head)
         if body:
             self.writer.write(body)
@@ -154,17 +156,19 @@ class _Connection:
             raise _NoAnswer(f"not an HTTP answer: {raw[:80]!r}")
         headers = _headers(raw)
         if "content-length" in headers:
-            await self.reader.readexactly(int(headers["content-length"]))
+            content = await self.reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
             while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await self.reader.readexactly(size + 2)
+                chunks.append((await self.reader.readexactly(size + 2))[:-2])
             await self.reader.readuntil(b"\r\n")
+            content = b"".join(chunks)
         else:
-            await self.reader.read()  # until the server closes
+            content = await self.reader.read()  # until the server closes
             self.open = False
         if headers.get("connection", "").lower() == "close":
             self.open = False
-        return status, headers
+        return status, headers, content
 
     def close(self) -> None:
         self.open = False
@@ -218,7 +222,7 @@ class Client:
         try:
             async with asyncio.timeout(self.timeout_s):
                 connection = await self._connection()
-                status, headers = await connection.exchange(head, body)
+                status, headers, content = await connection.exchange(head, body)
         except TimeoutError:
             failure = TIMEOUT
         except ConnectionRefusedError:
@@ -236,7 +240,12 @@ class Client:
         else:
             self._forget(connection)
         return Answer(
-            status, now - sent, now - start, retry_after=headers.get("retry-after"), tag=tag
+            status,
+            now - sent,
+            now - start,
+            retry_after=headers.get("retry-after"),
+            tag=tag,
+            detail=content[:DETAIL_CHARS].decode(errors="replace") if status >= 400 else "",
         )
 
     async def _connection(self) -> _Connection:

@@ -10,6 +10,8 @@ chance on images it never saw; a table it cannot use is refused with the row and
 from __future__ import annotations
 
 import io
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +39,9 @@ TABLE_MODEL = "plant-yield"
 CLASSES = ("bright", "dark")
 TRAIN_PER_CLASS, TEST_PER_CLASS, HELD_OUT_PER_CLASS = 30, 10, 20
 IMAGE_MODEL = "brightness"
-# The CIFAR-10 defaults are for 50,000 images: on 60, a KL weight of 0.03 keeps the network at
-# its prior (train_images says so), and 30 epochs of batch 256 are 30 steps.
-IMAGE_FLAGS = ["--epochs", "20", "--batch-size", "8", "--kl-weight", "1e-6"]
+# The CIFAR-10 defaults are for 50,000 images: 30 epochs of batch 256 would be 30 steps on 60.
+# (The KL weight is the default: train_images scales it to the data.)
+IMAGE_FLAGS = ["--epochs", "20", "--batch-size", "8"]
 IMAGE_FLAGS += ["--image-size", "24", "--samples", "8"]
 
 
@@ -232,11 +234,20 @@ def test_the_image_model_is_written_and_rescored(repository: Path, image_folder:
     assert rescored == pytest.approx(manifest["test_metrics"], rel=1e-6)
 
 
-def test_a_small_folder_is_warned_about_the_prior(
+def test_a_small_folder_gets_a_kl_weight_it_can_learn_under_or_a_warning(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--data", str(image_folder), "--name", "x", "--epochs", "0", "--image-size", "24"]
-    train_images.main([*argv, "--samples", "1", "--output-dir", str(tmp_path), "--no-progress"])
+    argv += ["--samples", "1", "--output-dir", str(tmp_path), "--no-progress"]
+    train_images.main(argv)
+    out = capsys.readouterr().out
+    said = re.search(r"KL weight (\S+) for 60 training images", out)
+    assert said is not None, out
+    weight = float(said[1])
+    manifest = json.loads((tmp_path / "x.json").read_text())
+    assert manifest["training"]["kl_weight"] == pytest.approx(weight, rel=1e-2)
+    assert 0 < weight < 0.03 / 100  # CIFAR-10's weight, scaled down for 60 images
+    train_images.main([*argv, "--kl-weight", "0.03"])  # CIFAR-10's, asked for: warned about
     assert "with 60 training images the prior's KL term" in capsys.readouterr().out
 
 

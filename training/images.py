@@ -29,6 +29,8 @@ from training.objective import kl_warmup, negative_elbo
 
 # How many times the chance-level NLL the initial KL term may be before training warns.
 PRIOR_DOMINANCE = 10.0
+# The KL weight the CIFAR-10 checkpoint was trained with (README: a tempered posterior).
+CIFAR_KL_WEIGHT = 0.03
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ImageSettings:
     lr: float
     prior_sigma: float
     rho_init: float
-    kl_weight: float
+    kl_weight: float | None  # None: balanced_kl_weight for the data at hand
     kl_warmup_epochs: float
     samples: int  # posterior samples for the test metrics
     seed: int
@@ -51,8 +53,10 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kl-weight",
         type=float,
-        default=0.03,
-        help="multiplier on KL/N_train; 1 is the plain ELBO (see README for why not here)",
+        default=None,
+        help="multiplier on KL/N_train; 1 is the plain ELBO (see README for why not here). "
+        f"Default: {CIFAR_KL_WEIGHT} (CIFAR-10's), or less where the prior's pull on a small "
+        "data set would outweigh what the images can say: at most ln(classes) nats per image",
     )
     parser.add_argument(
         "--kl-warmup-epochs",
@@ -111,8 +115,9 @@ def fit_classifier(
     generator: torch.Generator,
     device: torch.device,
     progress: bool = True,
-) -> BayesianCNN:
-    """Train on ``train`` for ``settings.epochs``; the network in eval mode.
+) -> tuple[BayesianCNN, float]:
+    """Train on ``train`` for ``settings.epochs``; the network in eval mode, and the KL weight
+    it was trained with.
 
     The caller seeds torch first (:func:`training.cli.seed_everything`): initial weights and
     the local reparameterisation noise come from torch's global RNG, the minibatch order
@@ -134,8 +139,13 @@ def fit_classifier(
     images = torch.as_tensor(train.images)
     labels = torch.as_tensor(train.labels)
     num_train = len(labels)
-    if note := prior_outweighs_data(model, num_train, settings.kl_weight):
-        print(note, flush=True)
+    if settings.kl_weight is None:
+        kl_weight = balanced_kl_weight(model, num_train)
+        print(f"KL weight {kl_weight:.3g} for {num_train} training images", flush=True)
+    else:
+        kl_weight = settings.kl_weight
+        if note := prior_outweighs_data(model, num_train, kl_weight):
+            print(note, flush=True)
     steps_per_epoch = math.ceil(num_train / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = round(settings.kl_warmup_epochs * steps_per_epoch)
@@ -158,7 +168,7 @@ def fit_classifier(
             logits = model(x)
             nll = F.cross_entropy(logits, y)
             kl = kl_divergence(model)
-            weight = settings.kl_weight * kl_warmup(step, warmup_steps)
+            weight = kl_weight * kl_warmup(step, warmup_steps)
             loss = negative_elbo(nll, kl, num_train, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,7 +187,19 @@ def fit_classifier(
             f"KL/N {kl.item() / num_train:.4f}",
             flush=True,
         )
-    return model.eval()
+    return model.eval(), kl_weight
+
+
+def balanced_kl_weight(model: BayesianCNN, num_train: int) -> float:
+    """CIFAR-10's weight, or the one at which the initial KL term is ln(classes) per image.
+
+    At CIFAR-10's 50,000 images the two agree (0.03 × 79 nats ≈ ln 10); a few dozen images
+    make the per-image KL thousands of times larger, and the prior would hold the network at
+    chance. Scaling the weight down keeps the prior's pull on each image where CIFAR-10's is.
+    """
+    with torch.no_grad():
+        kl_per_image = float(kl_divergence(model)) / num_train
+    return min(CIFAR_KL_WEIGHT, math.log(len(model.classes)) / kl_per_image)
 
 
 def prior_outweighs_data(model: BayesianCNN, num_train: int, kl_weight: float) -> str | None:
@@ -219,7 +241,7 @@ def train_image_model(
     """Fit, write the checkpoint, score the test images, write the manifest; the metrics."""
     if test.classes != train.classes:
         raise ValueError(f"test classes {list(test.classes)} differ from {list(train.classes)}")
-    model = fit_classifier(
+    model, kl_weight = fit_classifier(
         train,
         settings,
         image_size=image_size,
@@ -244,7 +266,7 @@ def train_image_model(
             "epochs": settings.epochs,
             "batch_size": settings.batch_size,
             "lr": settings.lr,
-            "kl_weight": settings.kl_weight,
+            "kl_weight": kl_weight,
             "kl_warmup_epochs": settings.kl_warmup_epochs,
             "seed": settings.seed,
             "device": str(device),

@@ -14,7 +14,12 @@ from models.images import ImageDecodeError
 from training.cli import run_script, seed_everything, training_parser
 from training.datasets.cifar import IMAGE_SIZE, load_cifar10
 from training.datasets.location import DataNotFoundError
-from training.images import add_image_options, settings_from_args, train_image_model
+from training.images import (
+    CIFAR_KL_WEIGHT,
+    add_image_options,
+    settings_from_args,
+    train_image_model,
+)
 from training.manifest import training_command
 
 DEFAULT_OUTPUT = Path("checkpoints/cifar-bcnn.safetensors")
@@ -26,6 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="checkpoint to write")
     add_image_options(parser)
+    parser.set_defaults(kl_weight=CIFAR_KL_WEIGHT)  # the committed checkpoint's
     args = parser.parse_args(argv)
 
     generator = seed_everything(args.seed)
