@@ -14,6 +14,7 @@ import json
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from bench.chaos_load import (
+    REFUSED,
     Answer,
     Client,
     RawAnswer,
@@ -188,11 +190,42 @@ def batch_sizes(live: LiveServer, model: str) -> tuple[float, float]:
     return found["sum"], found["count"]
 
 
-def log_check(live: LiveServer) -> Check:
-    """Unhandled exceptions in the server's log: a 500, whether or not a client saw it (the
-    client may have left)."""
-    crashes = live.output().count("Exception in ASGI application")
-    return Check("unhandled exceptions in the server's log", str(crashes), "0", crashes == 0)
+CRASH: Final = "Exception in ASGI application"  # what uvicorn logs when the app raises
+CRASH_CHECK: Final = "unhandled exceptions in the server's log"
+
+
+def crashes(live: LiveServer) -> int:
+    return live.output().count(CRASH)
+
+
+def log_check(live: LiveServer, since: int = 0) -> Check:
+    """Unhandled exceptions in the server's log (after the first ``since``): each one a 500,
+    whether or not a client saw it (the client may have left)."""
+    found = crashes(live) - since
+    return Check(CRASH_CHECK, str(found), "0", found == 0)
+
+
+# What the batcher's refusals say (service/batcher.py), to tell where a 503 was decided.
+_ON_ARRIVAL: Final = ("queued or arriving", "of work queued")
+_AFTER_DECODING: Final = "after the request's deadline"
+
+
+def refusal_stages(tally: Tally) -> Check:
+    """Where the refusals were decided: a 503 on arrival costs the server next to nothing; one
+    after the body was read and decoded has cost it all that work."""
+    stages: Counter[str] = Counter()
+    for answer in tally.answers:
+        if answer.status == 503:
+            if any(marker in answer.detail for marker in _ON_ARRIVAL):
+                stages["503 on arrival, before the body was read"] += 1
+            elif _AFTER_DECODING in answer.detail:
+                stages["503 after the body was read and decoded"] += 1
+            else:
+                stages["503, other"] += 1
+        elif answer.status is not None and answer.status != 200:
+            stages[str(answer.status)] += 1
+    found = "; ".join(f"{stage}: {n}" for stage, n in stages.most_common()) or "no refusals"
+    return Check("where the refusals were decided", found)
 
 
 def latency_text(tally: Tally, status: int = 200, label: str = "") -> str:
@@ -397,6 +430,7 @@ def _body_flood(live: LiveServer, path: str, scale: Scale, ready_rss: int) -> Ph
     count = (limit - 4096) // (len(image) + 200)
     body, content_type = multipart([("noise.jpg", image)] * count, "image/jpeg")
     n = scale.flood_requests
+    before = crashes(live)
     tally = asyncio.run(_post_many(live, path, body, content_type, n, n, scale))
     rss = peak_rss(live)
     return Phase(
@@ -413,8 +447,9 @@ def _body_flood(live: LiveServer, path: str, scale: Scale, ready_rss: int) -> Ph
                 f"≤ {RSS_TARGET / 2**20:,.0f} MiB",
                 rss <= RSS_TARGET,
             ),
+            refusal_stages(tally),
             no_failures(tally),
-            log_check(live),
+            log_check(live, before),
         ],
     )
 
@@ -453,6 +488,7 @@ def _clients_leave(
     server go on working for them? (Before the fix: minutes.)"""
     pid = pid_of(live)
     count = scale.largest_requests
+    before = crashes(live)
     tally = asyncio.run(
         _post_many(live, path, body, content_type, count, count, scale, timeout_s=LEAVE_AFTER_S)
     )
@@ -479,7 +515,8 @@ def _clients_leave(
                 "server still busy after the clients left",
                 f"{busy_for:.2f} s" if busy_for == busy_for else "over 60 s",
                 "",
-            )
+            ),
+            log_check(live, before),
         ],
     )
 
@@ -508,7 +545,7 @@ def cifar_overload(scale: Scale) -> list[Phase]:
             )
         )
         rss = peak_rss(live)
-        crashes = log_check(live)
+        crash_check = log_check(live)
     answered = tally.statuses.get(200, 0)
     last_200 = max((a.at for a in tally.answers if a.status == 200), default=0.0)
     rate = answered * images / last_200 if last_200 else 0.0
@@ -541,6 +578,7 @@ def cifar_overload(scale: Scale) -> list[Phase]:
                     ratio >= CIFAR_THROUGHPUT_SHARE,
                     timing=True,
                 ),
+                refusal_stages(tally),
                 Check(
                     "every 503 has Retry-After",
                     f"{tally.missing_retry_after} of {tally.statuses.get(503, 0)} without",
@@ -548,7 +586,7 @@ def cifar_overload(scale: Scale) -> list[Phase]:
                     tally.missing_retry_after == 0,
                 ),
                 no_failures(tally),
-                crashes,
+                crash_check,
             ],
             figures={"unloaded_images_per_s": unloaded, "images_per_s": rate},
         )
@@ -574,12 +612,13 @@ def wine_overload(scale: Scale) -> list[Phase]:
         )
         seconds = time.perf_counter() - started
         rss = peak_rss(live)
-        crashes = log_check(live)
+        crash_check = log_check(live)
     answered = tally.statuses.get(200, 0)
     return [
         Phase(
             "wine overload",
-            f"{scale.wine_requests} one-row requests at c={WINE_CONCURRENCY}, closed loop",
+            f"{scale.wine_requests} one-row requests at c={WINE_CONCURRENCY}, closed loop (a "
+            "refused client sends its next request at once)",
             tally,
             rss,
             f"{answered / seconds:,.0f} answers 200/s; " + latency_text(tally),
@@ -591,7 +630,7 @@ def wine_overload(scale: Scale) -> list[Phase]:
                     tally.missing_retry_after == 0,
                 ),
                 no_failures(tally),
-                crashes,
+                crash_check,
             ],
         )
     ]
@@ -618,10 +657,10 @@ def slow_clients(scale: Scale) -> list[Phase]:
         )
         short = asyncio.run(_short_bodies(live, path, scale.short_bodies, body_timeout))
         rss = peak_rss(live)
-        crashes = log_check(live)
-    last = _short_phase(scale, short, body_timeout, rss)
-    last.checks.append(crashes)
-    return [_slow_phase(scale, slow, normal, header_timeout, rss), last]
+        crash_check = log_check(live)
+    last = _short_phase(short, body_timeout, rss)
+    last.checks.append(crash_check)
+    return [_slow_phase(slow, normal, header_timeout, rss), last]
 
 
 async def _trickle(port: int, data: bytes, bound_s: float) -> RawAnswer:
@@ -630,7 +669,7 @@ async def _trickle(port: int, data: bytes, bound_s: float) -> RawAnswer:
     try:
         reader, writer = await asyncio.open_connection(HOST, port)
     except OSError:
-        return RawAnswer(None, None, b"", "refused")
+        return RawAnswer(None, None, b"", REFUSED)
     reading = asyncio.create_task(read_all(reader, opened, bound_s))
     try:
         for byte in data:
@@ -667,9 +706,7 @@ async def _slow_headers(
     return list(await asyncio.gather(*slow)), Tally(answers)
 
 
-def _slow_phase(
-    scale: Scale, slow: list[RawAnswer], normal: Tally, timeout_s: float | None, rss: int
-) -> Phase:
+def _slow_phase(slow: list[RawAnswer], normal: Tally, timeout_s: float | None, rss: int) -> Phase:
     closed = [a.closed_after for a in slow if a.closed_after is not None]
     answered = Tally([Answer(a.status, a.closed_after or 0, 0, a.failure) for a in slow])
     p99 = percentile(normal.latencies(), 99)
@@ -730,7 +767,7 @@ async def _short_bodies(
     )
 
 
-def _short_phase(scale: Scale, short: list[RawAnswer], timeout_s: float | None, rss: int) -> Phase:
+def _short_phase(short: list[RawAnswer], timeout_s: float | None, rss: int) -> Phase:
     tally = Tally([Answer(a.status, a.closed_after or float("nan"), 0.0, a.failure) for a in short])
     times = [a.closed_after for a in short if a.status is not None and a.closed_after]
     slowest = max(times) if len(times) == len(short) else float("inf")
@@ -774,7 +811,7 @@ def sigterm(scale: Scale) -> list[Phase]:
         path = f"/predict/{WINE_MODEL}?samples={SIGTERM_SAMPLES}"
         request = http_request(path, body)
         answers, before, exit_s, code, rss = asyncio.run(_sigterm_run(live, request, n))
-        crashes = log_check(live)
+        crash_check = log_check(live)
     tally = Tally(
         [
             Answer(
@@ -810,7 +847,7 @@ def sigterm(scale: Scale) -> list[Phase]:
                     tally.dropped == 0,
                 ),
                 no_failures(tally),
-                crashes,
+                crash_check,
             ],
             figures={"answered_before_sigterm": before},
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.cnn import BayesianCNN
+from models.ensemble import ENSEMBLE_SUFFIX, MEMBER_CLASSES, Ensemble
 from models.tabular import TabularBNN, TabularGaussian
 
-ServableModel = TabularBNN | TabularGaussian | BayesianCNN
+ServableModel = TabularBNN | TabularGaussian | BayesianCNN | Ensemble
 """Every network a checkpoint can hold; each declares its ``kind``, ``task`` and ``config``."""
 
-MODEL_CLASSES: dict[str, type[ServableModel]] = {
-    cls.kind: cls for cls in (TabularBNN, TabularGaussian, BayesianCNN)
+# Kind → what builds the model from its config: each network, and an ensemble of each.
+MODEL_CLASSES: dict[str, Callable[..., ServableModel]] = {
+    **MEMBER_CLASSES,
+    **{kind + ENSEMBLE_SUFFIX: partial(Ensemble, member_kind=kind) for kind in MEMBER_CLASSES},
 }
 # Kinds written before the model repository, when each network was wired to one data set.
 LEGACY_KINDS = ("wine-bnn", "wine-gaussian", "cifar-bcnn")
@@ -67,6 +72,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Ser
         config: dict[str, Any] = json.loads(metadata.get("config", "{}"))
         model = MODEL_CLASSES[kind](**config)
         model.load_state_dict(state, strict=True)
+        if isinstance(model, Ensemble):
+            model.check_shared()
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match model {kind!r}: {exc}") from exc
     return model.to(device).eval()

@@ -15,7 +15,7 @@ three ways:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,14 +47,14 @@ class Posterior:
     input always meets the same S networks whatever else shares its batch.
     """
 
-    def __init__(self, draws: dict[BayesianLayer, WeightDraws]) -> None:
+    def __init__(self, draws: dict[nn.Module, WeightDraws]) -> None:
         sizes = {d.num_samples for d in draws.values()}
         if len(sizes) != 1:
             raise ValueError(f"every layer needs the same number of draws, got {sorted(sizes)}")
         self._draws = draws
         self.num_samples: int = sizes.pop()
 
-    def __getitem__(self, layer: BayesianLayer) -> WeightDraws:
+    def __getitem__(self, layer: nn.Module) -> WeightDraws:
         try:
             return self._draws[layer]
         except KeyError:
@@ -199,17 +199,22 @@ class BayesLinear(BayesianLayer):
         return F.linear(x, weight, bias)
 
     def _forward_draws(self, x: Tensor, draws: WeightDraws) -> Tensor:
-        if x.dim() not in (2, 3):
-            raise ValueError(f"expected N×in or S×N×in input, got shape {tuple(x.shape)}")
-        # (N, in) or (S, N, in) @ (S, in, out) broadcasts to (S, N, out).
-        return torch.baddbmm(
-            draws.bias.unsqueeze(1),
-            x.expand(draws.num_samples, *x.shape[-2:]),
-            draws.weight.transpose(1, 2),
-        )
+        return linear_draws(x, draws)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def linear_draws(x: Tensor, draws: WeightDraws) -> Tensor:
+    """S linear layers at once: ``x`` is ``N × in`` (shared) or ``S × N × in``; ``S × N × out``."""
+    if x.dim() not in (2, 3):
+        raise ValueError(f"expected N×in or S×N×in input, got shape {tuple(x.shape)}")
+    # (N, in) or (S, N, in) @ (S, in, out) broadcasts to (S, N, out).
+    return torch.baddbmm(
+        draws.bias.unsqueeze(1),
+        x.expand(draws.num_samples, *x.shape[-2:]),
+        draws.weight.transpose(1, 2),
+    )
 
 
 class BayesConv2d(BayesianLayer):
@@ -297,30 +302,75 @@ def sample_posterior(model: nn.Module, num_samples: int, seed: int | None = None
         raise ValueError(f"{type(model).__name__} has no Bayesian layers to sample")
     if seed is None:
         return Posterior({layer: layer.sample(num_samples) for layer in layers})
+    return sample_mixture_posterior([model], num_samples, seed)
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers a posterior draw sets the weights of: the Bayesian ones, else (a deterministic
+    network) its linear layers, in registration order."""
+    layers: list[nn.Module] = list(bayesian_layers(model))
+    return layers or [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def sample_mixture_posterior(
+    members: Sequence[nn.Module], num_samples: int, seed: int
+) -> Posterior:
+    """``num_samples`` draws from the mixture of the ``members``' posteriors: draw s from
+    member s mod K, keyed by the first member's layers (whose forward pass then runs them all).
+
+    A Bayesian member's draw s is its means plus its sigmas times the noise of generator
+    (seed, s), the same noise whichever member it goes to, so one member alone draws exactly
+    what :func:`sample_posterior` draws for it, and K identical members draw what one does. A
+    deterministic member's draw is its own weights.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    member_layers = [weight_layers(member) for member in members]
+    template = member_layers[0]
+    if any(len(layers) != len(template) for layers in member_layers):
+        raise ValueError("ensemble members must have the same layers")
+    bayesian = isinstance(template[0], BayesianLayer)
     # Noise first, into one preallocated tensor per parameter: no per-draw copies to join. It
     # comes from CPU generators whatever the model's device: CUDA's generator gives other
     # numbers for the same seed, and the same checkpoint must give the same answers anywhere.
-    noise = {
-        layer: WeightDraws(
-            torch.empty((num_samples, *layer.weight_mu.shape), dtype=layer.weight_mu.dtype),
-            torch.empty((num_samples, *layer.bias_mu.shape), dtype=layer.bias_mu.dtype),
+    shapes = [(_weight_of(layer).shape, _bias_of(layer).shape) for layer in template]
+    draws = [
+        WeightDraws(
+            torch.empty((num_samples, *w), dtype=_weight_of(layer).dtype),
+            torch.empty((num_samples, *b), dtype=_bias_of(layer).dtype),
         )
-        for layer in layers
-    }
-    for s in range(num_samples):
-        generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + s)
-        for layer in layers:
-            torch.randn(layer.weight_mu.shape, generator=generator, out=noise[layer].weight[s])
-            torch.randn(layer.bias_mu.shape, generator=generator, out=noise[layer].bias[s])
-    draws = {}
+        for layer, (w, b) in zip(template, shapes, strict=True)
+    ]
+    if bayesian:
+        for s in range(num_samples):
+            generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + s)
+            for draw, (w, b) in zip(draws, shapes, strict=True):
+                torch.randn(w, generator=generator, out=draw.weight[s])
+                torch.randn(b, generator=generator, out=draw.bias[s])
+    by_layer = {}
     with torch.no_grad():
-        for layer, eps in noise.items():
-            device = layer.weight_mu.device
-            weight, bias = eps.weight.to(device), eps.bias.to(device)
-            weight.mul_(layer.weight_sigma).add_(layer.weight_mu)
-            bias.mul_(layer.bias_sigma).add_(layer.bias_mu)
-            draws[layer] = WeightDraws(weight, bias)
-    return Posterior(draws)
+        for j, (layer, noise) in enumerate(zip(template, draws, strict=True)):
+            device = _weight_of(layer).device
+            weight, bias = noise.weight.to(device), noise.bias.to(device)
+            for k, layers in enumerate(member_layers):
+                rows = slice(k, num_samples, len(members))  # the draws of member k
+                source = layers[j]
+                if bayesian:
+                    weight[rows].mul_(source.weight_sigma).add_(source.weight_mu)
+                    bias[rows].mul_(source.bias_sigma).add_(source.bias_mu)
+                else:
+                    weight[rows] = source.weight
+                    bias[rows] = source.bias
+            by_layer[layer] = WeightDraws(weight, bias)
+    return Posterior(by_layer)
+
+
+def _weight_of(layer: nn.Module) -> Tensor:
+    return layer.weight_mu if isinstance(layer, BayesianLayer) else layer.weight
+
+
+def _bias_of(layer: nn.Module) -> Tensor:
+    return layer.bias_mu if isinstance(layer, BayesianLayer) else layer.bias
 
 
 def posterior_mean(model: nn.Module) -> Posterior:

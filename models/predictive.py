@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from models.ensemble import Ensemble
 from models.layers import Posterior, bayesian_layers, sample_posterior
 
 # Posterior draws are made once from this seed: the same checkpoint and S give
@@ -24,11 +25,37 @@ CPU_IMAGE_DRAWS_PER_PASS = 8
 
 
 def is_bayesian(model: nn.Module) -> bool:
+    """Has Bayesian layers (its training has a KL term); an ensemble of such networks does."""
     return next(bayesian_layers(model), None) is not None
+
+
+def network_count(model: nn.Module) -> int | None:
+    """How many distinct networks the model's posterior holds: None for a continuous one (any
+    number of draws differ), K for a deterministic ensemble, 1 for one deterministic network.
+
+    Draws past that count repeat networks, so they are what ``samples`` is capped at; a model
+    of one network has no epistemic term at all.
+    """
+    if is_bayesian(model):
+        return None
+    return len(model.members) if isinstance(model, Ensemble) else 1
+
+
+def draws_available(model: nn.Module, wanted: int) -> int:
+    """How many of ``wanted`` draws differ: all of them, or the model's networks if fewer."""
+    networks = network_count(model)
+    return wanted if networks is None else min(wanted, networks)
+
+
+def member_count(model: nn.Module) -> int:
+    """1, or K for an ensemble of K networks."""
+    return len(model.members) if isinstance(model, Ensemble) else 1
 
 
 def fixed_posterior(model: nn.Module, num_samples: int, seed: int = POSTERIOR_SEED) -> Posterior:
     """``num_samples`` seeded draws: the first S are the same for any ``num_samples`` ≥ S."""
+    if isinstance(model, Ensemble):
+        return model.sample_posterior(num_samples, seed)
     return sample_posterior(model, num_samples, seed)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.layers import BayesLinear, Posterior
+from models.layers import BayesLinear, Posterior, linear_draws
 from models.standardize import Standardize
 from models.task import TABULAR_REGRESSION
 
@@ -125,9 +125,15 @@ class TabularGaussian(TabularRegressor):
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.head = nn.Linear(widths[-1], 2)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, posterior: Posterior | None = None) -> tuple[Tensor, Tensor]:
+        """One network, or (``posterior``: S sets of weights for its layers, as an ensemble of
+        such networks draws them) S at once, ``S × N``."""
+
+        def linear(layer: nn.Linear, h: Tensor) -> Tensor:
+            return layer(h) if posterior is None else linear_draws(h, posterior[layer])
+
         h = self.standardize(x)
         for layer in self.hidden:
-            h = F.relu(layer(h))
-        out = self.head(h)
+            h = F.relu(linear(layer, h))
+        out = linear(self.head, h)
         return self._to_target_units(out[..., 0], out[..., 1])

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from models.layers import Posterior
-from models.predictive import fixed_posterior, is_bayesian
+from models.predictive import draws_available, fixed_posterior, network_count
 
 __all__ = ["BatchResult", "Job", "Predictor"]
 
@@ -77,12 +77,13 @@ class Predictor(Generic[R]):
     def __init__(self, model: nn.Module, *, max_samples: int) -> None:
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        self.bayesian = is_bayesian(model)
+        # One deterministic network has no draws to make; an ensemble of K has K to choose from.
+        self.max_samples = draws_available(model, max_samples)
+        self.has_posterior = network_count(model) != 1
         # Drawn once, from a fixed seed: reproducible answers whatever shares the batch.
         self.posterior: Posterior | None = (
-            fixed_posterior(model, max_samples) if self.bayesian else None
+            fixed_posterior(model, self.max_samples) if self.has_posterior else None
         )
-        self.max_samples = max_samples if self.bayesian else 1
 
     def __call__(self, jobs: Sequence[Job]) -> list[R]:
         inputs = torch.from_numpy(np.concatenate([job.inputs for job in jobs])).to(self.device)

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
 from models.device import resolve_device, use_exact_float32
-from models.predictive import is_bayesian
+from models.predictive import member_count, network_count
 from service.batcher import BatcherSettings, DynamicBatcher
 from service.errors import InputError, ModelNotFound, ServiceUnavailable
 from service.image_decoding import ImageDecoder, default_workers
@@ -56,7 +56,7 @@ class ServedModel:
     manifest: dict[str, Any]
     task: Task[Any, Any]
     limits: Limits
-    bayesian: bool  # has a distribution over networks; else one network, one draw
+    networks: int | None  # distinct networks its posterior holds; None: any number differ
     predictor: Predictor[Any] | None = None
     batcher: DynamicBatcher[Job, Any] | None = None
 
@@ -71,8 +71,11 @@ class ServedModel:
 
     @property
     def max_samples(self) -> int:
-        """The most posterior draws a request can use (1 for a deterministic model)."""
-        return self.settings.max_samples if self.bayesian else 1
+        """The most posterior draws a request can use: a deterministic model's networks (1, or
+        K for an ensemble) at most."""
+        if self.networks is None:
+            return self.settings.max_samples
+        return min(self.settings.max_samples, self.networks)
 
     @property
     def default_samples(self) -> int:
@@ -81,11 +84,12 @@ class ServedModel:
     def resolve_samples(self, requested: int | None) -> int:
         """The draws a request gets: ``samples`` or the default; above the maximum is a 422.
 
-        A model without a posterior has one network, so any ``samples`` gives it its one draw.
+        A model of finitely many networks (one, or a deterministic ensemble's K) answers a
+        larger ``samples`` with all of them: more draws would only repeat them.
         """
         if requested is None:
             return self.default_samples
-        if requested > self.max_samples and self.bayesian:
+        if requested > self.max_samples and self.networks is None:
             raise InputError.unprocessable(
                 loc=("query", "samples"),
                 msg=f"Input should be less than or equal to {self.max_samples} "
@@ -107,7 +111,7 @@ class ServedModel:
             "max_samples": self.max_samples,
             "max_instances": self.settings.max_instances,
             **self.task.describe(),
-            "members": 1,
+            "members": member_count(self.task.model),
             "test_metrics": self.manifest.get("test_metrics", {}),
             "ready": self.ready,
         }
@@ -237,7 +241,7 @@ class ModelRegistry:
                 max_file_bytes=self.settings.max_body_bytes,
                 image_decoder=self.image_decoder,
             ),
-            bayesian=is_bayesian(model),
+            networks=network_count(model),
         )
 
     async def warm_up(self) -> None:

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 
 import pytest
 
-from bench.chaos_load import Tally
-from bench.chaos_report import Phase
+from bench.chaos_load import Answer, Tally
+from bench.chaos_report import Check, Phase, table
 from bench.chaos_scenarios import (
+    CRASH_CHECK,
     POISONS,
     QUICK,
     ROUND_SIZE,
@@ -38,7 +39,7 @@ def assert_every_request_answered(tally: Tally) -> None:
 def assert_no_crash(phases: Iterable[Phase]) -> None:
     for phase in phases:
         for check in phase.checks:
-            if check.what == "unhandled exceptions in the server's log":
+            if check.what == CRASH_CHECK:
                 assert check.measured == "0", f"{phase.load}: {check.measured} unhandled"
 
 
@@ -118,3 +119,24 @@ def test_wine_overload_drops_nothing_and_every_503_says_when_to_retry() -> None:
     assert tally.missing_retry_after == 0
     assert_every_request_answered(tally)
     assert_no_crash([phase])
+
+
+def cells(line: str) -> list[str]:
+    """A Markdown table row's cells, an escaped ``|`` kept as ``¦``."""
+    return [cell.strip() for cell in line.replace("\\|", "¦")[1:-1].split("|")]
+
+
+def test_the_table_has_a_row_per_check_and_a_cell_per_column() -> None:
+    answers = [
+        Answer(200, 0.01, 0.01),
+        Answer(503, 0.002, 0.5, retry_after="1"),
+        Answer(None, 1, 1, "dropped"),
+    ]
+    checks = [Check("one", "1", "1", True), Check("two", "2", "1", False), Check("three", "3")]
+    lines = table([Phase("s", "a | load", Tally(answers), checks=checks)]).splitlines()
+    header, _, *rows = (cells(line) for line in lines)
+    assert len(rows) == len(checks)
+    assert all(len(row) == len(header) for row in rows)
+    assert rows[0][:7] == ["s", "a ¦ load", "3", "200×1, 503×1, dropped×1", "1", "", "500 ms"]
+    assert all(cell == "" for cell in rows[1][:8])  # the phase's figures on its first row only
+    assert [row[-1] for row in rows] == ["PASS", "MISS", ""]

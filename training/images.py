@@ -2,14 +2,18 @@
 
 Bayes by Backprop with the local reparameterisation trick, random crop and flip, Adam with a
 cosine learning-rate decay, the KL term ramped up over the first epochs; then the test images
-are scored with S posterior samples and the checkpoint and its manifest are written.
+are scored with S posterior samples and the checkpoint and its manifest are written. With
+``members`` K > 1 the K networks are trained one after the other, member k from seed + k (its
+initial weights, its order of the images and their augmentation), and written as one
+ensemble. Every epoch's state is saved (:mod:`training.resume`): rerunning the command
+continues it, which is what makes an ensemble of hours on a CPU practical.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,14 +22,17 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.cnn import BayesianCNN
+from models.ensemble import Ensemble
 from models.images import to_model_input
 from models.layers import kl_divergence
 from training.augment import crop_and_flip
+from training.cli import seed_everything
 from training.datasets.images import ImageSet
 from training.datasets.location import portable_source
 from training.evaluate import evaluate_classification
 from training.manifest import write_manifest, written
 from training.objective import kl_warmup, negative_elbo
+from training.resume import TrainingState, TrainingStates
 
 # How many times the chance-level NLL the initial KL term may be before training warns.
 PRIOR_DOMINANCE = 10.0
@@ -46,6 +53,7 @@ class ImageSettings:
     kl_warmup_epochs: float
     samples: int  # posterior samples for the test metrics
     seed: int
+    members: int = 1
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +80,12 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples", type=int, default=32, help="posterior samples at test time")
     parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train K networks (seeds seed..seed+K-1) and write them as one ensemble",
+    )
+    parser.add_argument(
         "--train-per-class",
         type=int,
         default=None,
@@ -96,6 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> ImageSettings:
         kl_warmup_epochs=args.kl_warmup_epochs,
         samples=args.samples,
         seed=args.seed,
+        members=args.members,
     )
 
 
@@ -115,13 +130,16 @@ def fit_classifier(
     generator: torch.Generator,
     device: torch.device,
     progress: bool = True,
+    states: TrainingStates | None = None,
+    member: int = 0,
 ) -> tuple[BayesianCNN, float]:
     """Train on ``train`` for ``settings.epochs``; the network in eval mode, and the KL weight
     it was trained with.
 
     The caller seeds torch first (:func:`training.cli.seed_everything`): initial weights and
     the local reparameterisation noise come from torch's global RNG, the minibatch order
-    and the augmentation from ``generator``.
+    and the augmentation from ``generator``. With ``states``, each epoch's state is saved as
+    ``member``'s, and a saved one continues.
     """
     model = BayesianCNN(
         classes=train.classes,
@@ -152,8 +170,12 @@ def fit_classifier(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
-    step = 0
-    for epoch in range(settings.epochs):
+    step = start = 0
+    saved = states.load(member) if states is not None else None
+    if saved is not None:
+        saved.restore(model, optimizer, generator, schedule)
+        start, step = saved.epoch, saved.values["step"]
+    for epoch in range(start, settings.epochs):
         model.train()
         order = torch.randperm(num_train, generator=generator)
         correct = seen = 0
@@ -187,6 +209,11 @@ def fit_classifier(
             f"KL/N {kl.item() / num_train:.4f}",
             flush=True,
         )
+        if states is not None:
+            states.save(
+                member,
+                TrainingState.capture(epoch + 1, model, optimizer, generator, schedule, step=step),
+            )
     return model.eval(), kl_weight
 
 
@@ -234,21 +261,35 @@ def train_image_model(
     output: Path,
     command: str,
     device: torch.device,
-    generator: torch.Generator,
     data_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Fit, write the checkpoint, score the test images, write the manifest; the metrics."""
+    """Fit (``settings.members`` networks), write the checkpoint, score the test images, write
+    the manifest; the metrics."""
     if test.classes != train.classes:
         raise ValueError(f"test classes {list(test.classes)} differ from {list(train.classes)}")
-    model, kl_weight = fit_classifier(
-        train,
-        settings,
-        image_size=image_size,
-        generator=generator,
-        device=device,
-        progress=progress,
+    data = {"train": _describe(train, data_dir), "test": _describe(test, data_dir)}
+    states = TrainingStates(
+        output,
+        {"settings": asdict(settings), "data": data, "size": image_size, "device": str(device)},
     )
+    members, weights = [], []
+    for member in range(settings.members):
+        if settings.members > 1:
+            print(f"member {member + 1} of {settings.members}", flush=True)
+        network, kl_weight = fit_classifier(
+            train,
+            settings,
+            image_size=image_size,
+            generator=seed_everything(settings.seed + member),
+            device=device,
+            progress=progress,
+            states=states,
+            member=member,
+        )
+        members.append(network)
+        weights.append(kl_weight)
+    model = members[0] if settings.members == 1 else Ensemble.of(members)
     sha256 = save_checkpoint(model, output)
     metrics = evaluate_classification(
         model, test.images, test.labels, samples=settings.samples, progress=progress
@@ -257,22 +298,21 @@ def train_image_model(
         output,
         model=model,
         command=command,
-        data={
-            "train": _describe(train, data_dir),
-            "test": _describe(test, data_dir),
-        },
+        data=data,
         metrics=metrics,
         training={
             "epochs": settings.epochs,
             "batch_size": settings.batch_size,
             "lr": settings.lr,
-            "kl_weight": kl_weight,
+            "kl_weight": weights[0],
             "kl_warmup_epochs": settings.kl_warmup_epochs,
             "seed": settings.seed,
+            **({"members": settings.members} if settings.members > 1 else {}),
             "device": str(device),
             "config": model.config,
         },
     )
+    states.clear()
     print(written(output, sha256, metrics))
     return metrics
 

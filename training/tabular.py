@@ -3,7 +3,10 @@
 ``bnn`` is the full Bayes-by-Backprop network (every weight and bias stochastic, plus a noise
 model); ``gaussian`` is a deterministic network with a Gaussian head. Part of the training
 rows is held out for early stopping on the NLL of the predictive mixture; the best epoch is
-kept, scored on the test rows, and written with its manifest.
+kept, scored on the test rows, and written with its manifest. With ``members`` K > 1 the K
+networks are trained one after the other, member k from seed + k (its initial weights and its
+order of the rows; the held-out rows are the same for all), and written as one ensemble.
+Every epoch's state is saved (:mod:`training.resume`): rerunning the command continues it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,13 +24,16 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
+from models.ensemble import Ensemble
 from models.layers import kl_divergence
 from models.predictive import fixed_posterior, is_bayesian, regression_samples
 from models.tabular import NoiseModel, TabularBNN, TabularGaussian, TabularRegressor
+from training.cli import seed_everything
 from training.datasets.table import check_not_constant
 from training.evaluate import evaluate_regression
 from training.manifest import write_manifest, written
 from training.objective import negative_elbo
+from training.resume import TrainingState, TrainingStates
 from uncertainty.metrics import mixture_nll
 
 ModelChoice = Literal["bnn", "gaussian"]
@@ -52,6 +58,7 @@ class TabularSettings:
     val_fraction: float
     seed: int
     train_rows: int | None = None
+    members: int = 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,12 @@ def add_tabular_options(
         default=None,
         help="use only the first k training rows (for quick checks)",
     )
+    parser.add_argument(
+        "--members",
+        type=_positive_int,
+        default=1,
+        help="train K networks (seeds seed..seed+K-1) and write them as one ensemble",
+    )
 
 
 def _fraction(value: str) -> float:
@@ -154,6 +167,7 @@ def settings_from_args(args: argparse.Namespace, hidden: dict[str, list[int]]) -
         val_fraction=args.val_fraction,
         seed=args.seed,
         train_rows=args.train_rows,
+        members=args.members,
     )
 
 
@@ -179,11 +193,14 @@ def fit_regressor(
     device: torch.device,
     progress: bool = True,
     desc: str = "training",
+    states: TrainingStates | None = None,
+    member: int = 0,
 ) -> FittedRegressor:
     """Minibatch training with early stopping on the validation NLL; the best epoch's weights.
 
     The caller seeds torch first (:func:`training.cli.seed_everything`): the network's
     initial weights come from torch's global RNG, the minibatch order from ``generator``.
+    With ``states``, each epoch's state is saved as ``member``'s, and a saved one continues.
     """
     if settings.epochs < 1:
         raise ValueError(f"training needs at least one epoch, got {settings.epochs}")
@@ -205,9 +222,14 @@ def fit_regressor(
     bayesian = is_bayesian(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
-    epoch = -1
-    bar = tqdm(range(settings.epochs), desc=desc, disable=not progress)
-    for epoch in bar:
+    start, done, epoch = 0, False, -1
+    saved = states.load(member) if states is not None else None
+    if saved is not None:
+        saved.restore(model, optimizer, generator)
+        start, epoch, done = saved.epoch, saved.epoch - 1, saved.values["done"]
+        best = (saved.values["best_nll"], saved.values["best_epoch"], saved.extra_tensors("best"))
+    bar = tqdm(range(settings.epochs), desc=desc, disable=not progress, initial=start)
+    for epoch in range(start, settings.epochs) if not done else ():
         model.train()
         for index in torch.randperm(len(x), generator=generator).split(settings.batch_size):
             mu, sigma = model(x[index])
@@ -219,12 +241,29 @@ def fit_regressor(
         val_nll = validation_nll(model, x_val_t, y_val_t)
         if val_nll < best[0]:
             best = (val_nll, epoch, copy.deepcopy(model.state_dict()))
+        bar.update()
         bar.set_postfix(val_nll=f"{val_nll:.4f}", best=f"{best[0]:.4f}@{best[1] + 1}")
-        if epoch - best[1] >= settings.patience:
+        done = epoch - best[1] >= settings.patience or epoch + 1 == settings.epochs
+        if states is not None:
+            states.save(
+                member,
+                TrainingState.capture(
+                    epoch + 1,
+                    model,
+                    optimizer,
+                    generator,
+                    best=best[2],
+                    best_nll=best[0],
+                    best_epoch=best[1],
+                    done=done,
+                ),
+            )
+        if done:
             break
+    bar.close()
     if best[1] < 0:
         raise FloatingPointError(
-            f"the validation NLL was never finite ({val_nll}): training diverged; "
+            "the validation NLL was never finite: training diverged; "
             "a smaller --lr or --prior-sigma may help"
         )
     model.load_state_dict(best[2])
@@ -265,41 +304,65 @@ def train_tabular_model(
     output: Path,
     command: str,
     device: torch.device,
-    generator: torch.Generator,
     progress: bool = True,
     desc: str = "training",
 ) -> dict[str, float | None]:
-    """Fit, write the checkpoint, score the test rows, write the manifest; the test metrics."""
-    fitted = fit_regressor(
-        data, settings, generator=generator, device=device, progress=progress, desc=desc
+    """Fit (``settings.members`` networks), write the checkpoint, score the test rows, write
+    the manifest; the test metrics."""
+    states = TrainingStates(
+        output, {"settings": asdict(settings), "data": data.description, "device": str(device)}
     )
-    model = fitted.model
+    fitted: list[FittedRegressor] = []
+    for member in range(settings.members):
+        generator = seed_everything(settings.seed + member)
+        label = desc if settings.members == 1 else f"{desc} member {member + 1}/{settings.members}"
+        fitted.append(
+            fit_regressor(
+                data,
+                settings,
+                generator=generator,
+                device=device,
+                progress=progress,
+                desc=label,
+                states=states,
+                member=member,
+            )
+        )
+    model = fitted[0].model if settings.members == 1 else Ensemble.of([f.model for f in fitted])
     sha256 = save_checkpoint(model, output)
     metrics = evaluate_regression(model, data.x_test, data.y_test, samples=TEST_SAMPLES)
+    runs = [
+        {
+            "seed": settings.seed + member,
+            "epochs_run": f.epochs_run,
+            "best_epoch": f.best_epoch,
+            "validation_nll": f.validation_nll,
+        }
+        for member, f in enumerate(fitted)
+    ]
     write_manifest(
         output,
         model=model,
         command=command,
         data={
             **data.description,
-            "train_rows": fitted.fit_rows,
-            "validation_rows": fitted.validation_rows,
+            "train_rows": fitted[0].fit_rows,
+            "validation_rows": fitted[0].validation_rows,
             "test_rows": len(data.y_test),
         },
         metrics=metrics,
         training={
-            "epochs_run": fitted.epochs_run,
-            "best_epoch": fitted.best_epoch,
-            "validation_nll": fitted.validation_nll,
+            **(runs[0] if settings.members == 1 else {"members": runs}),
             "max_epochs": settings.epochs,
             "patience": settings.patience,
             "val_fraction": settings.val_fraction,
             "batch_size": settings.batch_size,
             "lr": settings.lr,
-            "seed": settings.seed,
             "device": str(device),
             "config": model.config,
         },
     )
-    print(f"best epoch {fitted.best_epoch}; " + written(output, sha256, metrics))
+    states.clear()
+    best = ", ".join(str(f.best_epoch) for f in fitted)
+    print(f"best epoch {best}; " + written(output, sha256, metrics))
     return metrics

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.device import resolve_device
+from models.ensemble import ENSEMBLE_SUFFIX
 from models.images import ImageDecodeError
-from training.cli import run_script, seed_everything, training_parser
+from training.cli import DEFAULT_REPOSITORY, repository_checkpoint, run_script, training_parser
 from training.datasets.cifar import IMAGE_SIZE, load_cifar10
 from training.datasets.location import DataNotFoundError
 from training.images import (
@@ -22,19 +23,28 @@ from training.images import (
 )
 from training.manifest import training_command
 
-DEFAULT_OUTPUT = Path("checkpoints/cifar-bcnn.safetensors")
+
+def default_output(members: int) -> Path:
+    """``checkpoints/cifar-bcnn.safetensors``, or ``cifar-bcnn-ensemble`` for several members."""
+    suffix = ENSEMBLE_SUFFIX if members > 1 else ""
+    return repository_checkpoint(DEFAULT_REPOSITORY, f"cifar-bcnn{suffix}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = training_parser(
         __doc__.splitlines()[0], epochs=30, batch_size=256, lr=1e-3, prior_sigma=0.1
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="checkpoint to write")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="checkpoint to write (default: checkpoints/cifar-bcnn.safetensors, or "
+        "cifar-bcnn-ensemble.safetensors with --members)",
+    )
     add_image_options(parser)
     parser.set_defaults(kl_weight=CIFAR_KL_WEIGHT)  # the committed checkpoint's
     args = parser.parse_args(argv)
 
-    generator = seed_everything(args.seed)
     device = resolve_device(args.device)
     train = load_cifar10("train", args.data_dir, per_class=args.train_per_class)
     test = load_cifar10("test", args.data_dir, per_class=args.test_per_class)
@@ -43,10 +53,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         test,
         settings_from_args(args),
         image_size=IMAGE_SIZE,
-        output=args.output,
+        output=args.output or default_output(args.members),
         command=training_command("training.train_cifar", argv),
         device=device,
-        generator=generator,
         data_dir=args.data_dir,
         progress=not args.no_progress,
     )

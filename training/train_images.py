@@ -20,7 +20,6 @@ from training.cli import (
     add_repository_options,
     repository_checkpoint,
     run_script,
-    seed_everything,
     training_parser,
 )
 from training.datasets.cifar import IMAGE_SIZE
@@ -61,7 +60,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         parser.error(f"--image-size {args.image_size}: {exc}")
     show = not args.no_progress
 
-    generator = seed_everything(args.seed)
     device = resolve_device(args.device)
     train = load_image_folder(
         args.data / "train", size=args.image_size, per_class=args.train_per_class, progress=show
@@ -82,7 +80,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         output=repository_checkpoint(args.output_dir, args.name),
         command=training_command("training.train_images", argv),
         device=device,
-        generator=generator,
         data_dir=args.data_dir,
         progress=show,
     )

@@ -18,7 +18,6 @@ from training.cli import (
     add_repository_options,
     repository_checkpoint,
     run_script,
-    seed_everything,
     training_parser,
 )
 from training.datasets.location import DataNotFoundError, portable_source
@@ -66,7 +65,6 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
     args = parser.parse_args(argv)
     settings = settings_from_args(args, DEFAULT_HIDDEN)
 
-    generator = seed_everything(args.seed)
     device = resolve_device(args.device)
     table = read_table(
         args.csv, target=args.target, features=args.features, drop_invalid=args.drop_invalid
@@ -103,7 +101,6 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
         output=repository_checkpoint(args.output_dir, args.name),
         command=training_command("training.train_tabular", argv),
         device=device,
-        generator=generator,
         progress=not args.no_progress,
         desc=f"{args.name} ({args.model})",
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.device import resolve_device
+from models.ensemble import ENSEMBLE_SUFFIX
 from training.cli import (
     DEFAULT_REPOSITORY,
     repository_checkpoint,
     run_script,
-    seed_everything,
     training_parser,
 )
 from training.datasets.location import DataNotFoundError, portable_source
@@ -22,16 +22,19 @@ from training.datasets.table import SPLIT_DESCRIPTION
 from training.datasets.wine import WINE_FEATURES, WINE_TARGET, load_wine
 from training.manifest import training_command
 from training.tabular import (
-    MODEL_CHOICES,
     TabularData,
     add_tabular_options,
     settings_from_args,
     train_tabular_model,
 )
 
-DEFAULT_OUTPUT = {
-    model: repository_checkpoint(DEFAULT_REPOSITORY, f"wine-{model}") for model in MODEL_CHOICES
-}
+
+def default_output(model: str, members: int) -> Path:
+    """``checkpoints/wine-bnn.safetensors``, or ``wine-bnn-ensemble`` for several members."""
+    suffix = ENSEMBLE_SUFFIX if members > 1 else ""
+    return repository_checkpoint(DEFAULT_REPOSITORY, f"wine-{model}{suffix}")
+
+
 # Chosen on the validation NLL (see README): depth helps the BNN, not the Gaussian head.
 DEFAULT_HIDDEN = {"bnn": [64, 64, 64], "gaussian": [50]}
 
@@ -44,13 +47,13 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
         "--output",
         type=Path,
         default=None,
-        help="checkpoint file to write (default: checkpoints/wine-MODEL.safetensors)",
+        help="checkpoint file to write (default: checkpoints/wine-MODEL.safetensors, or "
+        "wine-MODEL-ensemble.safetensors with --members)",
     )
     add_tabular_options(parser, hidden=DEFAULT_HIDDEN, patience=100)
     args = parser.parse_args(argv)
     settings = settings_from_args(args, DEFAULT_HIDDEN)
 
-    generator = seed_everything(args.seed)
     device = resolve_device(args.device)
     split = load_wine(args.data_dir)
     data = TabularData(
@@ -69,10 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
     return train_tabular_model(
         data,
         settings,
-        output=args.output or DEFAULT_OUTPUT[args.model],
+        output=args.output or default_output(args.model, args.members),
         command=training_command("training.train_wine", argv),
         device=device,
-        generator=generator,
         progress=not args.no_progress,
         desc=f"wine {args.model}",
     )

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from torch import Tensor
 
 from models.layers import Posterior
-from models.predictive import is_bayesian, regression_samples
+from models.predictive import network_count, regression_samples
 from models.tabular import TabularRegressor
 from models.task import TABULAR_REGRESSION
 from service.errors import InputError, error_entry
@@ -99,7 +99,7 @@ class RegressionPredictor(Predictor[RegressionResult]):
             lower=lower,
             upper=upper,
             aleatoric_std=aleatoric,
-            epistemic_std=epistemic if self.bayesian else None,
+            epistemic_std=epistemic if self.has_posterior else None,
             finite=np.isfinite(arrays).all(axis=0),
         )
 
@@ -135,11 +135,11 @@ class TabularRegression(Task[RegressionResult, bool]):
             ),
         )
         # Without a distribution over networks there is no epistemic part to answer.
-        bayesian = is_bayesian(model)
+        has_posterior = network_count(model) != 1
         self._outputs = tuple(
             TensorSpec(name, FP32, (-1,), ("instances",))
             for name in OUTPUT_TENSORS
-            if bayesian or name != EPISTEMIC_TENSOR
+            if has_posterior or name != EPISTEMIC_TENSOR
         )
 
     def describe(self) -> dict[str, Any]:
