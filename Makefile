@@ -13,7 +13,7 @@ WINE_BNN := checkpoints/wine-bnn.safetensors
 WINE_GAUSSIAN := checkpoints/wine-gaussian.safetensors
 CIFAR_BCNN := checkpoints/cifar-bcnn.safetensors
 
-.PHONY: venv serve test lint format checkpoints train report clean-venv
+.PHONY: venv serve test lint format checkpoints train report clean-venv browser
 
 # pip shows its progress: the first install takes minutes, and should say so as it goes.
 $(SERVE_STAMP): pyproject.toml
@@ -57,6 +57,17 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The browser tests/test_web_page.py drives: Debian's Chromium (needs root; without it those
+# tests skip, except under CI). Playwright's own browser download is not used.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Vendor the page's and the docs' JavaScript again, at the versions pinned in the script.
+.PHONY: vendor
+vendor:
+	bash scripts/vendor_assets.sh
 
 # Calibration and shift report of the committed checkpoints, written to reports/.
 report: $(DEV_STAMP)

@@ -70,8 +70,14 @@ def run(names: list[str], quick: bool) -> list[Phase]:
 
 
 def report(
-    phases: list[Phase], command: str, started: datetime, minutes: float, quick: bool
+    phases: list[Phase],
+    command: str,
+    about: dict[str, str],
+    started: datetime,
+    minutes: float,
+    quick: bool,
 ) -> str:
+    """CHAOS.md: when and how it ran, on what (``about``, read at the start), the table."""
     checks = [c for p in phases for c in p.checks if c.ok is not None]
     missed = [c for c in checks if not c.ok]
     lines = [
@@ -90,7 +96,8 @@ def report(
         "",
         "| | |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in machine.describe().items()),
+        *(f"| {k} | {v} |" for k, v in about.items()),
+        f"| load average at end | {machine.load_average()} |",
         "",
         "## Results",
         "",
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> list[Phase]:
     args = parse_args(argv)
     names = args.scenario or list(SCENARIOS)
     started, clock = datetime.now(UTC), time.monotonic()
+    about = machine.describe()  # the load average before the suite adds its own
     phases = run(names, args.quick)
     minutes = (time.monotonic() - clock) / 60
     text = table(phases)
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> list[Phase]:
     shown = ["python", "-m", "bench.chaos", *(argv if argv is not None else sys.argv[1:])]
     command = "make chaos" if argv is None and len(sys.argv) == 1 else shlex.join(shown)
     if not args.no_write:
-        args.output.write_text(report(phases, command, started, minutes, args.quick))
+        args.output.write_text(report(phases, command, about, started, minutes, args.quick))
         print(f"\n{command}: {minutes:.1f} min; wrote {args.output}")
     return phases
 

@@ -48,6 +48,7 @@ from bench.chaos_report import Check, Phase, no_failures
 from bench.checkpoints import CIFAR_MODEL, WINE_MODEL
 from bench.server import cpu_seconds
 from service.live_server import HOST, LiveServer
+from service.settings import settings_key
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Scale"]
 
@@ -81,6 +82,7 @@ class Scale:
     cifar_unloaded: int  # sequential 64-image requests timed before the overload
     cifar_requests: int
     cifar_concurrency: int
+    cifar_timeout_s: float | None  # the CIFAR model's deadline (TIMEOUT_S); None: its default
     wine_requests: int  # at concurrency 512
     slow_connections: int
     short_bodies: int
@@ -100,6 +102,7 @@ FULL = Scale(
     cifar_unloaded=4,
     cifar_requests=400,
     cifar_concurrency=256,
+    cifar_timeout_s=None,
     wine_requests=5000,
     slow_connections=300,
     short_bodies=20,
@@ -112,12 +115,13 @@ QUICK = Scale(
     poison_rounds=3,
     bomb_requests=3,
     bomb_rounds=1,
-    largest_requests=8,
+    largest_requests=4,
     largest_concurrency=4,
-    flood_requests=16,
+    flood_requests=8,
     cifar_unloaded=1,
-    cifar_requests=48,
-    cifar_concurrency=32,
+    cifar_requests=32,
+    cifar_concurrency=16,
+    cifar_timeout_s=4.0,
     wine_requests=1024,
     slow_connections=50,
     short_bodies=5,
@@ -345,8 +349,8 @@ def image_bombs(scale: Scale) -> list[Phase]:
                 415,
             ),
             (
-                f"{scale.bomb_rounds} rounds of 8 concurrent requests of 50 bombs (7000×7000 "
-                f"RGB PNG, {len(rgb) / 1000:.0f} kB each)",
+                f"{scale.bomb_rounds} round{'s' * (scale.bomb_rounds != 1)} of 8 concurrent "
+                f"requests of 50 bombs (7000×7000 RGB PNG, {len(rgb) / 1000:.0f} kB each)",
                 [("bomb.png", rgb)] * 50,
                 8 * scale.bomb_rounds,
                 8,
@@ -530,7 +534,12 @@ def cifar_overload(scale: Scale) -> list[Phase]:
     files = cifar_images()
     body, content_type = multipart(files, "image/jpeg")
     images = len(files)
-    with serve(service_env([CIFAR_MODEL])) as live:
+    deadline = (
+        {f"{settings_key(CIFAR_MODEL).upper()}__TIMEOUT_S": f"{scale.cifar_timeout_s:g}"}
+        if scale.cifar_timeout_s is not None
+        else {}
+    )
+    with serve(service_env([CIFAR_MODEL], **deadline)) as live:
         path = f"/predict/{CIFAR_MODEL}"
         warm = asyncio.run(
             _post_many(live, path, body, content_type, 1 + scale.cifar_unloaded, 1, scale)
@@ -558,7 +567,9 @@ def cifar_overload(scale: Scale) -> list[Phase]:
         Phase(
             "CIFAR overload",
             f"{scale.cifar_requests} requests of {images} JPEGs at c={scale.cifar_concurrency} "
-            f"(S = the model's default); unloaded first: {len(timed)} requests in turn",
+            f"(S = the model's default"
+            + (f", deadline {scale.cifar_timeout_s:g} s" if scale.cifar_timeout_s else "")
+            + f"); unloaded first: {len(timed)} request{'s' * (len(timed) != 1)} in turn",
             tally,
             rss,
             "; ".join(filter(None, [latency_text(tally), refused_503])),

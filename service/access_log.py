@@ -1,5 +1,8 @@
 """One log line and one metrics sample per request, with a request id.
 
+Where a model runs elsewhere (:mod:`service.ray_app`), the replica that answered is named in
+the ``X-Replica`` header and at the end of the line (:func:`service.backend.record_replica`).
+
 A plain ASGI middleware (not ``BaseHTTPMiddleware``): it adds no task or
 stream copy to the hot path.
 """
@@ -17,9 +20,11 @@ from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.backend import recording_replicas
 from service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+REPLICA_HEADER = "x-replica"
 logger = logging.getLogger("service.access")
 # Request ids: a random prefix per process and a counter, unique without a uuid per request.
 _ID_PREFIX = os.urandom(4).hex()
@@ -70,27 +75,32 @@ class AccessLogMiddleware:
         scope.setdefault("state", {})[_STATE_KEY] = request_id
         status = 500  # what the client gets if the app dies before answering
         start = time.perf_counter()
+        replicas: list[str] = []
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if replicas:
+                    headers.append((REPLICA_HEADER.encode(), ",".join(replicas).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with recording_replicas() as replicas:
+                await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
             self.metrics.observe_request(scope["method"], self._route_label(scope), status, seconds)
             logger.info(
-                "%s %s %s %d %.1fms",
+                "%s %s %s %d %.1fms%s",
                 request_id,
                 scope["method"],
                 scope["path"],
                 status,
                 seconds * 1000,
+                f" replica={','.join(replicas)}" if replicas else "",
             )
 
 

@@ -20,21 +20,25 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 
 from service.access_log import AccessLogMiddleware
+from service.backend import BackendFactory
 from service.body_limit import BodySizeLimitMiddleware
 from service.disconnect import client_disconnected
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
-from service.routes import operations, predict, v2
+from service.routes import operations, page, predict, v2
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, backends: BackendFactory | None = None
+) -> FastAPI:
+    """The app; ``backends`` runs the models elsewhere (:mod:`service.ray_app`), else here."""
     settings = settings or Settings()
     _configure_logging(settings.log_level)
     metrics = ServiceMetrics()
-    registry = ModelRegistry(settings, metrics)
+    registry = ModelRegistry(settings, metrics, backends=backends)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "aleatoric parts.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by service.routes.page from vendored assets: FastAPI's load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -64,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(predict.router)
     app.include_router(v2.router)
+    app.include_router(page.router)
+    page.mount_static(app)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(

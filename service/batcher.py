@@ -173,6 +173,9 @@ class DynamicBatcher(Generic[T, R]):
         self._batch_rows: float | None = None
         self._running_rows = 0
         self._admitted = 0  # admitted, not yet queued (their bodies are being read)
+        # Running average of a request's rows: what an admitted request will likely bring.
+        self._request_rows = 1.0
+        self._model_seconds = 0.0  # of the model calls of the batch running now
         self._deadline_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -280,6 +283,7 @@ class DynamicBatcher(Generic[T, R]):
         request: _Request[T, R] = _Request(
             item, rows, loop.create_future(), now, admission.deadline, label
         )
+        self._request_rows += _EWMA_WEIGHT * (rows - self._request_rows)
         self._queue.append(request)
         if self._deadline_timer is None:
             self._arm_deadline(loop)
@@ -333,11 +337,17 @@ class DynamicBatcher(Generic[T, R]):
         self._observer.on_queue_depth(len(self._queue))
         return batch
 
+    def seed_estimate(self, seconds: float, rows: int) -> None:
+        """Start the time-per-row estimate from a pass made before serving (the warm-up), so
+        that the first wave of a flood is judged at the door rather than let in whole."""
+        if self._batch_seconds is None:
+            self._observe(seconds, rows)
+
     async def _run(self, batch: list[_Request[T, R]]) -> None:
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         rows = sum(request.rows for request in batch)
         self._running_rows = rows
+        self._model_seconds = 0.0
         try:
             await self._answer(loop, batch)
         finally:
@@ -346,7 +356,9 @@ class DynamicBatcher(Generic[T, R]):
                 if not request.future.done():
                     _fail(request, BatcherClosedError(f"batcher {self._name!r} was cancelled"))
             self._running_rows = 0
-            seconds = time.perf_counter() - started
+            # The model's own time, on its thread: the loop's lag under a flood is no part
+            # of how long rows take to run.
+            seconds = self._model_seconds
             self._observe(seconds, rows)
             self._observer.on_batch(requests=len(batch), rows=rows, seconds=seconds)
 
@@ -388,7 +400,11 @@ class DynamicBatcher(Generic[T, R]):
 
     def _call(self, items: list[T]) -> Sequence[R]:
         """Runs on the worker thread; a short answer would leave callers without a result."""
-        results = self._predict(items)
+        started = time.perf_counter()
+        try:
+            results = self._predict(items)
+        finally:
+            self._model_seconds += time.perf_counter() - started
         if len(results) != len(items):
             raise BatcherError(f"predict returned {len(results)} results for {len(items)} items")
         return results
@@ -442,12 +458,13 @@ class DynamicBatcher(Generic[T, R]):
             self._batch_rows += _EWMA_WEIGHT * (rows - self._batch_rows)
 
     def _expected_wait(self, rows: int) -> float | None:
-        """Seconds until ``rows`` more rows would be answered: those queued and running
-        first, at the recent time per row; None before the first batch has run."""
+        """Seconds until ``rows`` more rows would be answered: those queued, running and
+        (likely) arriving first, at the recent time per row; None before any estimate."""
         if self._batch_seconds is None or not self._batch_rows:
             return None
         per_row = self._batch_seconds / self._batch_rows
-        return (self._queued_rows + self._running_rows + rows) * per_row
+        arriving = self._admitted * self._request_rows  # admitted, bodies still being read
+        return (self._queued_rows + self._running_rows + arriving + rows) * per_row
 
     def _retry_after(self) -> float:
         """Whole seconds for the backlog to clear at recent speed (at least one)."""

@@ -164,9 +164,15 @@ def _number(cell: str, row: int, column: str) -> float:
 
 
 def _flatten(model: BaseModel) -> dict[str, Any]:
-    """Leaf fields of a response model, by name: interval.lower becomes lower."""
+    """Leaf fields of a response model, by name: interval.lower becomes lower.
+
+    An optional extra the request did not ask for (None, and not a field every answer has,
+    such as ``density``) is no column; ``epistemic_std``, which is null for some models, is.
+    """
     fields: dict[str, Any] = {}
     for name, value in model:
+        if value is None and not type(model).model_fields[name].is_required():
+            continue
         fields.update(_flatten(value) if isinstance(value, BaseModel) else {name: value})
     return fields
 

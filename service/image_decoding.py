@@ -62,17 +62,24 @@ class PixelBudget:
             if granted.done() and not granted.cancelled():
                 self.release(pixels)  # granted just as it was cancelled: give it back
             else:
-                self._waiting.remove(entry)
+                # release() may have dropped it already, as a cancelled waiter at the head.
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(entry)
             raise
         return pixels
 
     def release(self, pixels: int) -> None:
         self.held -= pixels
-        while self._waiting and self.held + self._waiting[0][0] <= self.capacity:
-            wanted, granted = self._waiting.popleft()
-            if not granted.done():
+        while self._waiting:
+            wanted, granted = self._waiting[0]
+            if granted.done():  # cancelled: it waits for nothing, whatever its size
+                self._waiting.popleft()
+            elif self.held + wanted <= self.capacity:
+                self._waiting.popleft()
                 self.held += wanted
                 granted.set_result(None)
+            else:
+                break
 
 
 class ImageDecoder:

@@ -94,13 +94,20 @@ class Predictor(Generic[R]):
         )
         with torch.inference_mode():
             outputs = self.forward(inputs, posterior)
-            return self._summarise_by_group(jobs, outputs)
+            return self.per_job(jobs, outputs, self._summarise_by_group(jobs, outputs))
 
     def forward(self, inputs: Tensor, posterior: Posterior | None) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
     def summarise(self, outputs: tuple[Tensor, ...], level: float) -> R:
         raise NotImplementedError
+
+    def per_job(
+        self, jobs: Sequence[Job], outputs: tuple[Tensor, ...], results: list[R]
+    ) -> list[R]:
+        """What a job asks for beyond the summaries, from the draws while they are on the
+        device (``outputs``, ``S × rows``, jobs' rows in order); by default nothing."""
+        return results
 
     def _summarise_by_group(self, jobs: Sequence[Job], outputs: tuple[Tensor, ...]) -> list[R]:
         """Summarise jobs sharing (samples, level) together; hand each job its rows."""

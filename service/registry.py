@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
 from models.device import resolve_device, use_exact_float32
 from models.predictive import member_count, network_count
+from service.backend import BackendFactory, ModelBackend
 from service.batcher import BatcherSettings, DynamicBatcher
 from service.errors import InputError, ModelNotFound, ServiceUnavailable
 from service.image_decoding import ImageDecoder, default_workers
@@ -57,12 +59,14 @@ class ServedModel:
     task: Task[Any, Any]
     limits: Limits
     networks: int | None  # distinct networks its posterior holds; None: any number differ
-    predictor: Predictor[Any] | None = None
+    device: str  # where its batches run
+    predictor: Predictor[Any] | None = None  # these two only where this process runs it
     batcher: DynamicBatcher[Job, Any] | None = None
+    backend: ModelBackend | None = None  # what the routes call: the batcher, or a remote one
 
     @property
     def ready(self) -> bool:
-        return self.batcher is not None and self.batcher.running
+        return self.backend is not None and self.backend.running
 
     @property
     def ref(self) -> dict[str, str]:
@@ -106,14 +110,26 @@ class ServedModel:
             "task": self.task.name,
             "kind": self.task.model.kind,
             "version": self.version,
-            "device": str(next(self.task.model.parameters()).device),
+            "device": self.device,
             "default_samples": self.default_samples,
             "max_samples": self.max_samples,
             "max_instances": self.settings.max_instances,
             **self.task.describe(),
             "members": member_count(self.task.model),
             "test_metrics": self.manifest.get("test_metrics", {}),
+            "epistemic_threshold": self.epistemic_threshold,
             "ready": self.ready,
+        }
+
+    @property
+    def epistemic_threshold(self) -> dict[str, Any] | None:
+        """The manifest's epistemic threshold (image models scored since it was recorded:
+        :func:`training.evaluate.epistemic_threshold`), or None."""
+        recorded = self.manifest.get("thresholds", {})
+        if "epistemic_nats" not in recorded:
+            return None
+        return {
+            key: recorded.get(key) for key in ("epistemic_nats", "quantile", "samples", "images")
         }
 
 
@@ -121,6 +137,8 @@ class ServedModel:
 class ModelRegistry:
     settings: Settings
     metrics: ServiceMetrics
+    # None: each model runs here, on its own batcher; else where this connects it to.
+    backends: BackendFactory | None = None
     models: dict[str, ServedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     _optional: set[str] = field(default_factory=set)
@@ -145,16 +163,20 @@ class ModelRegistry:
             and all(served.ready for served in self.models.values())
         )
 
-    def open(self) -> None:
-        """List the repository; verify and load each served model's weights onto its device."""
+    def list_models(self) -> dict[str, Path]:
+        """The models to serve, by name, and their checkpoints: ``MODELS``, or all of them."""
         folder = self.settings.model_repository
         try:
             found = find_models(folder)
         except RepositoryError as exc:
             raise StartupError(str(exc)) from exc
-        names = self._names_to_serve(found, folder)
+        return {name: found[name] for name in self._names_to_serve(found, folder)}
+
+    def open(self) -> None:
+        """List the repository; verify and load each served model's weights onto its device."""
+        found = self.list_models()
         self._opened = True
-        for name in names:
+        for name in found:
             optional = self._is_optional(name)
             if optional:
                 self._optional.add(name)
@@ -205,6 +227,10 @@ class ModelRegistry:
             )
         return names
 
+    def is_optional(self, name: str) -> bool:
+        """Whether model ``name`` failing leaves the others serving (its ``optional``)."""
+        return name in self._optional or self._is_optional(name)
+
     def _is_optional(self, name: str) -> bool:
         value = self.settings.per_model.get(settings_key(name), {}).get("optional", False)
         try:
@@ -223,7 +249,10 @@ class ModelRegistry:
             )
         try:
             model_settings = self.settings.model_settings(name, task_class.defaults)
-            device = resolve_device(model_settings.device or self.settings.device)
+            # With remote backends the weights here only tell decoding and encoding the
+            # model's features, classes and kind: they stay on the CPU.
+            wanted = "cpu" if self.backends is not None else None
+            device = resolve_device(wanted or model_settings.device or self.settings.device)
         except (ValueError, RuntimeError) as exc:  # bad settings; no CUDA, an unknown device
             raise StartupError(f"cannot serve {name}: {exc}") from exc
         if device.type == "cuda":
@@ -242,17 +271,35 @@ class ModelRegistry:
                 image_decoder=self.image_decoder,
             ),
             networks=network_count(model),
+            device=str(device),
         )
 
     async def warm_up(self) -> None:
-        """Draw posteriors, run one pass each, start the batchers."""
+        """Draw posteriors, run one pass each, start the batchers; or connect the backends."""
         for name, served in list(self.models.items()):
+            if self.backends is not None:
+                try:
+                    served.backend, served.device = await self.backends(
+                        served, self.metrics.for_model(name)
+                    )
+                except Exception as exc:
+                    logger.exception("%s could not be reached where it runs", name)
+                    self.failures[name] = f"its backend failed: {exc}"
+                    del self.models[name]
+                    continue
+                logger.info(
+                    "%s is ready (on %s, %s)", name, type(served.backend).__name__, served.device
+                )
+                continue
             try:
                 predictor = await asyncio.to_thread(
                     served.task.predictor, served.settings.max_samples
                 )
                 warm_up = Job(served.task.warm_up_inputs(), predictor.max_samples, _WARM_UP_LEVEL)
+                await asyncio.to_thread(predictor, [warm_up])  # first pass: one-off costs too
+                started = time.perf_counter()
                 await asyncio.to_thread(predictor, [warm_up])
+                warm_up_seconds = time.perf_counter() - started
             except Exception as exc:  # e.g. out of device memory: fail this model only
                 logger.exception("%s failed to warm up", name)
                 self.failures[name] = f"warm-up failed: {exc}"
@@ -269,8 +316,11 @@ class ModelRegistry:
                 name=name,
                 observer=self.metrics.for_model(name),
             )
+            # Its time per row stands in until real batches are timed: a flood arriving at once
+            # is then judged at the door, not all let in to be refused after decoding.
+            batcher.seed_estimate(warm_up_seconds, warm_up.rows)
             await batcher.start()
-            served.predictor, served.batcher = predictor, batcher
+            served.predictor, served.batcher, served.backend = predictor, batcher, batcher
             logger.info("%s is ready", name)
 
     def get(self, name: str) -> ServedModel:
@@ -293,6 +343,6 @@ class ModelRegistry:
     async def close(self) -> None:
         """Stop taking requests and answer those already queued."""
         for served in self.models.values():
-            if served.batcher is not None:
-                await served.batcher.stop(drain=True)
+            if served.backend is not None:
+                await served.backend.stop(drain=True)
         self.image_decoder.close()

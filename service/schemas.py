@@ -33,6 +33,8 @@ __all__ = [
     "ClassUncertainty",
     "ClassificationPrediction",
     "ClassificationResponse",
+    "DensityCurve",
+    "EpistemicThreshold",
     "FiniteNumber",
     "HealthResponse",
     "ImageJsonBody",
@@ -297,6 +299,18 @@ class Interval(BaseModel):
     upper: float = Field(description="The (1 + level) / 2 quantile.")
 
 
+class DensityCurve(BaseModel):
+    """The predictive mixture's density on a grid (only when the request asks, ``density=G``).
+
+    Computed by the service from the same S components as every other number of the answer:
+    G evenly spaced points from 4 component standard deviations below the lowest component
+    mean to 4 above the highest, plus the interval's ends and the mean, in increasing order.
+    """
+
+    x: list[float] = Field(description="Target values, increasing.")
+    pdf: list[float] = Field(description="The mixture's density at each x.")
+
+
 class RegressionPrediction(BaseModel):
     """The predicted target of one row, with its uncertainty split."""
 
@@ -307,6 +321,11 @@ class RegressionPrediction(BaseModel):
         description="Spread of the mean across posterior samples; null when not modelled."
     )
     aleatoric_std: float = Field(description="Noise the model expects: sqrt(mean of sigma²).")
+    density: DensityCurve | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The predictive density on a grid; present only with ``density=G``.",
+    )
 
 
 class RegressionResponse(BaseModel):
@@ -361,6 +380,16 @@ class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class EpistemicThreshold(BaseModel):
+    """Where an image model's epistemic term counts as unusually high: a quantile of the term
+    over the model's own test images, from its manifest."""
+
+    epistemic_nats: float = Field(description="The threshold, in nats (mutual information).")
+    quantile: float = Field(description="Which quantile of the test images' terms, e.g. 0.95.")
+    samples: int = Field(description="Posterior samples it was measured at (fewer see less).")
+    images: int = Field(description="Test images it was measured on.")
+
+
 class ModelInfo(BaseModel):
     """A served model, as GET /models lists it."""
 
@@ -386,6 +415,11 @@ class ModelInfo(BaseModel):
     members: int = Field(1, description="Networks in the model: 1, or K for an ensemble.")
     test_metrics: dict[str, int | float | None] = Field(
         description="Test-set metrics recorded in the checkpoint's manifest."
+    )
+    epistemic_threshold: EpistemicThreshold | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Image models: above it, an answer's epistemic term is unusually high.",
     )
     ready: bool = Field(description="Warmed up and serving.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,9 +52,11 @@ def checkpoint_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def live_server(checkpoint_dir: Path) -> Iterator[LiveServer]:
-    """A real uvicorn process serving every model, CIFAR at few samples: for plumbing tests."""
+    """A real uvicorn process serving the three single networks, CIFAR at few samples: for
+    plumbing tests (the ensembles have tests of their own)."""
     env = {
         "MODEL_REPOSITORY": str(checkpoint_dir),
+        "MODELS": json.dumps(SERVED_CHECKPOINTS),
         "CIFAR_BCNN__DEFAULT_SAMPLES": "4",
         "CIFAR_BCNN__MAX_SAMPLES": "8",
     }

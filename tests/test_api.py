@@ -54,6 +54,8 @@ POLL_S = 0.01
 POLL_TRIES = 2000
 
 MAX_BODY_BYTES = 64 * 1024
+# The contract's three networks; the repository's ensembles have tests of their own.
+SINGLE_MODELS = ("wine-bnn", "wine-gaussian", "cifar-bcnn")
 WINE_MAX_INSTANCES = 8
 CIFAR_MAX_SAMPLES = 8
 CIFAR_DEFAULT_SAMPLES = 4
@@ -205,6 +207,7 @@ def make_settings(checkpoint_dir: Path, **overrides: Any) -> Settings:
     A keyword named after a model (``wine_bnn={...}``) sets that model's settings."""
     fields: dict[str, Any] = {
         "model_repository": checkpoint_dir,
+        "models": SINGLE_MODELS,
         "max_body_bytes": MAX_BODY_BYTES,
         "log_level": "warning",
     }

@@ -44,6 +44,7 @@ def server(checkpoint_dir: Path) -> Iterator[str]:
     """The base URL of a ready server serving the checkpoints under test."""
     env = {
         "MODEL_REPOSITORY": str(checkpoint_dir),
+        "MODELS": '["wine-bnn", "wine-gaussian", "cifar-bcnn"]',
         "CIFAR_BCNN__MAX_SAMPLES": str(CIFAR_SAMPLES),
         "WINE_BNN__MAX_WAIT_MS": "20",  # more company per batch for the concurrency test
         "LOG_LEVEL": "warning",

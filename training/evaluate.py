@@ -3,7 +3,9 @@
 ``python -m training.evaluate CHECKPOINT`` re-scores a checkpoint by its task: a tabular
 model on the wine test split (or ``--csv FILE`` for a table of one's own, split as
 ``train_tabular`` split it), an image model on the CIFAR-10 test images (or ``--images DIR``
-for a folder of one's own, its ``DIR/test``).
+for a folder of one's own, its ``DIR/test``). For an image model it also computes the
+epistemic threshold (:func:`epistemic_threshold`); ``--write-thresholds`` records it in the
+manifest of a checkpoint trained before thresholds were, leaving the weights untouched.
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from models.checkpoint import CheckpointError, load_checkpoint, manifest_path, read_manifest
 from models.cnn import BayesianCNN
 from models.device import resolve_device
 from models.images import ImageDecodeError, to_model_input
 from models.predictive import (
     class_probability_samples,
+    draws_available,
     fixed_posterior,
-    is_bayesian,
+    network_count,
     regression_samples,
 )
 from models.tabular import TabularRegressor
@@ -36,6 +41,7 @@ from training.datasets.images import ImageSet, load_image_folder
 from training.datasets.location import DataNotFoundError
 from training.datasets.table import TableError, read_table, split_table
 from training.datasets.wine import WINE_FEATURES, load_wine
+from training.manifest import training_command
 from uncertainty.classification import summarize_classification
 from uncertainty.metrics import (
     accuracy,
@@ -50,6 +56,11 @@ from uncertainty.metrics import (
 from uncertainty.regression import summarize_regression
 
 INTERVAL_LEVEL = 0.95
+# An image model's answers are flagged "not sure" (the web page) when their epistemic term is
+# above this quantile of the same term over the model's own test images.
+EPISTEMIC_QUANTILE = 0.95
+# The manifest entry that holds it (GET /models shows it as ``epistemic_threshold``).
+THRESHOLDS_KEY = "thresholds"
 
 
 def evaluate_regression(
@@ -61,7 +72,9 @@ def evaluate_regression(
     networks, so its epistemic term is not zero but not modelled (as its answers say).
     """
     device = next(model.parameters()).device
-    posterior = fixed_posterior(model, samples) if is_bayesian(model) else None
+    # As the service draws: a deterministic ensemble's K networks at most, one network none.
+    samples = draws_available(model, samples)
+    posterior = fixed_posterior(model, samples) if network_count(model) != 1 else None
     mu, sigma = regression_samples(model, torch.as_tensor(x, device=device), posterior)
     target = torch.as_tensor(y, device=device)
     summary = summarize_regression(mu, sigma, INTERVAL_LEVEL)
@@ -78,7 +91,15 @@ def evaluate_regression(
     }
 
 
-def evaluate_classification(
+@dataclass(frozen=True)
+class ClassificationScores:
+    """What scoring the test images gives: the manifest's ``test_metrics`` and ``thresholds``."""
+
+    metrics: dict[str, float]
+    thresholds: dict[str, float | int]
+
+
+def score_classification(
     model: nn.Module,
     images: np.ndarray,
     labels: np.ndarray,
@@ -86,8 +107,9 @@ def evaluate_classification(
     samples: int,
     batch_size: int = 100,
     progress: bool = True,
-) -> dict[str, float]:
-    """Accuracy, NLL, Brier and 15-bin ECE of the posterior predictive mean."""
+) -> ClassificationScores:
+    """Accuracy, NLL, Brier and 15-bin ECE of the posterior predictive mean, and the
+    epistemic threshold, from one pass over the test images."""
     device = next(model.parameters()).device
     posterior = fixed_posterior(model, samples)
     mean_probs, epistemic = [], []
@@ -101,14 +123,62 @@ def evaluate_classification(
         epistemic.append(summary.epistemic.cpu())
     probs = torch.cat(mean_probs)
     target = torch.as_tensor(labels)
-    return {
+    epistemic_terms = torch.cat(epistemic)
+    metrics = {
         "accuracy": accuracy(probs, target),
         "nll": classification_nll(probs, target),
         "brier": brier_score(probs, target),
         "ece_15": expected_calibration_error(probs, target, n_bins=15),
-        "mean_epistemic_nats": float(torch.cat(epistemic).mean()),
+        "mean_epistemic_nats": float(epistemic_terms.mean()),
         "samples": samples,
     }
+    return ClassificationScores(metrics, epistemic_threshold(epistemic_terms, samples=samples))
+
+
+def evaluate_classification(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    samples: int,
+    batch_size: int = 100,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Accuracy, NLL, Brier and 15-bin ECE of the posterior predictive mean."""
+    return score_classification(
+        model, images, labels, samples=samples, batch_size=batch_size, progress=progress
+    ).metrics
+
+
+def epistemic_threshold(
+    epistemic: Tensor, *, samples: int, quantile: float = EPISTEMIC_QUANTILE
+) -> dict[str, float | int]:
+    """The manifest's ``thresholds`` entry: the ``quantile`` of the test images' epistemic
+    terms (mutual information, nats, at ``samples`` draws), numpy's linear interpolation.
+
+    From the model's own test set because what counts as unusually unsure differs from model
+    to model (a tempered posterior spreads less); recorded with the draws it was measured at,
+    since fewer draws see less disagreement between networks.
+    """
+    values = epistemic.detach().to(torch.float64).flatten()
+    if values.numel() == 0:
+        raise ValueError("no epistemic terms to take a quantile of")
+    return {
+        "epistemic_nats": float(torch.quantile(values, quantile)),
+        "quantile": quantile,
+        "samples": samples,
+        "images": values.numel(),
+    }
+
+
+def record_thresholds(checkpoint: Path, thresholds: dict[str, Any], command: str) -> Path:
+    """Write ``thresholds`` (and the command that computed them) into ``checkpoint``'s
+    manifest; every other entry, and the checkpoint file its sha256 names, stays as it is."""
+    path = manifest_path(checkpoint)
+    manifest = json.loads(path.read_text())
+    manifest[THRESHOLDS_KEY] = {**thresholds, "command": command}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
 
 
 def _tabular_test_rows(
@@ -171,25 +241,43 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
     table.add_argument("--drop-invalid", action="store_true", help="as given to train_tabular")
     images = parser.add_argument_group("an image model trained on a folder of one's own")
     images.add_argument("--images", type=Path, default=None, help="folder with a test/ folder")
+    images.add_argument(
+        "--write-thresholds",
+        action="store_true",
+        help="record the epistemic threshold in the checkpoint's manifest (weights untouched)",
+    )
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.checkpoint, resolve_device(args.device))
     recorded = read_manifest(args.checkpoint).get("test_metrics", {})
     samples = args.samples or int(recorded.get("samples", 32))
     metrics: dict[str, float | None]
+    extra: dict[str, Any] = {}
     if model.task == IMAGE_CLASSIFICATION:
         assert isinstance(model, BayesianCNN)
         test = _image_test_set(model, args)
-        metrics = dict(evaluate_classification(model, test.images, test.labels, samples=samples))
+        scores = score_classification(model, test.images, test.labels, samples=samples)
+        metrics = dict(scores.metrics)
+        extra[THRESHOLDS_KEY] = scores.thresholds
+        if args.write_thresholds:
+            command = training_command("training.evaluate", argv)
+            print(f"wrote {record_thresholds(args.checkpoint, scores.thresholds, command)}")
     elif model.task == TABULAR_REGRESSION:
         assert isinstance(model, TabularRegressor)
+        if args.write_thresholds:
+            parser.error("--write-thresholds: only image models have an epistemic threshold")
         x_test, y_test = _tabular_test_rows(model, args)
         metrics = evaluate_regression(model, x_test, y_test, samples=samples)
     else:
         raise CheckpointError(f"{args.checkpoint}: no evaluation for task {model.task!r}")
     print(
         json.dumps(
-            {"checkpoint": str(args.checkpoint), "test_metrics": metrics, "recorded": recorded},
+            {
+                "checkpoint": str(args.checkpoint),
+                "test_metrics": metrics,
+                **extra,
+                "recorded": recorded,
+            },
             indent=2,
         )
     )

@@ -2,7 +2,8 @@
 
 Bayes by Backprop with the local reparameterisation trick, random crop and flip, Adam with a
 cosine learning-rate decay, the KL term ramped up over the first epochs; then the test images
-are scored with S posterior samples and the checkpoint and its manifest are written. With
+are scored with S posterior samples (the metrics, and the epistemic threshold the web page
+flags answers above) and the checkpoint and its manifest are written. With
 ``members`` K > 1 the K networks are trained one after the other, member k from seed + k (its
 initial weights, its order of the images and their augmentation), and written as one
 ensemble. Every epoch's state is saved (:mod:`training.resume`): rerunning the command
@@ -29,7 +30,7 @@ from training.augment import crop_and_flip
 from training.cli import seed_everything
 from training.datasets.images import ImageSet
 from training.datasets.location import portable_source
-from training.evaluate import evaluate_classification
+from training.evaluate import THRESHOLDS_KEY, score_classification
 from training.manifest import write_manifest, written
 from training.objective import kl_warmup, negative_elbo
 from training.resume import TrainingState, TrainingStates
@@ -291,9 +292,11 @@ def train_image_model(
         weights.append(kl_weight)
     model = members[0] if settings.members == 1 else Ensemble.of(members)
     sha256 = save_checkpoint(model, output)
-    metrics = evaluate_classification(
+    # One pass over the test images gives the metrics and the epistemic threshold.
+    scores = score_classification(
         model, test.images, test.labels, samples=settings.samples, progress=progress
     )
+    metrics = scores.metrics
     write_manifest(
         output,
         model=model,
@@ -311,6 +314,7 @@ def train_image_model(
             "device": str(device),
             "config": model.config,
         },
+        **{THRESHOLDS_KEY: scores.thresholds},
     )
     states.clear()
     print(written(output, sha256, metrics))

@@ -5,7 +5,7 @@ model); ``gaussian`` is a deterministic network with a Gaussian head. Part of th
 rows is held out for early stopping on the NLL of the predictive mixture; the best epoch is
 kept, scored on the test rows, and written with its manifest. With ``members`` K > 1 the K
 networks are trained one after the other, member k from seed + k (its initial weights and its
-order of the rows; the held-out rows are the same for all), and written as one ensemble.
+order of the rows, and the rows it holds out for early stopping), and written as one ensemble.
 Every epoch's state is saved (:mod:`training.resume`): rerunning the command continues it.
 """
 
@@ -204,15 +204,20 @@ def fit_regressor(
     """
     if settings.epochs < 1:
         raise ValueError(f"training needs at least one epoch, got {settings.epochs}")
+    x_train, y_train = data.x_train[: settings.train_rows], data.y_train[: settings.train_rows]
+    # An ensemble's members hold out rows of their own (member k: split seed + k), for members
+    # that differ by more than their start; their standardisation must agree, so it is fitted
+    # on all the training rows. One network keeps the held-out rows and fit of seed alone.
+    ensemble = settings.members > 1
     x_fit, x_val, y_fit, y_val = train_test_split(
-        data.x_train[: settings.train_rows],
-        data.y_train[: settings.train_rows],
+        x_train,
+        y_train,
         test_size=settings.val_fraction,
-        random_state=settings.seed,
+        random_state=settings.seed + member if ensemble else settings.seed,
     )
     check_not_constant(x_fit, data.features, "over the training rows, feature")
     model = build_regressor(data.features, data.target, settings)
-    _fit_standardization(model, x_fit, y_fit)
+    _fit_standardization(model, x_train if ensemble else x_fit, y_train if ensemble else y_fit)
     model.to(device)
 
     x = torch.as_tensor(x_fit, device=device)

@@ -69,9 +69,9 @@ async def answer(
 
 def admit(served: ServedModel) -> Admission:
     """A place in the model's queue for a request that has just arrived, or a 503 at once."""
-    assert served.batcher is not None  # registry.get() only hands out ready models
+    assert served.backend is not None  # registry.get() only hands out ready models
     try:
-        return served.batcher.admit()
+        return served.backend.admit()
     except QueueFullError as exc:
         raise ServiceUnavailable(
             f"model {served.name} is at capacity: {exc}", retry_after=exc.retry_after
@@ -85,11 +85,11 @@ def admit(served: ServedModel) -> Admission:
 async def run_batched(
     served: ServedModel, job: Job, admission: Admission | None = None, request_id: str = ""
 ) -> Any:
-    """Queue the job on the model's batcher (in the place ``admission`` holds, if given); map
+    """Queue the job on the model's backend (in the place ``admission`` holds, if given); map
     overload, deadlines and a model that fails on this request alone to HTTP errors."""
-    assert served.batcher is not None  # registry.get() only hands out ready models
+    assert served.backend is not None  # registry.get() only hands out ready models
     try:
-        return await served.batcher.submit(
+        return await served.backend.submit(
             job, rows=job.rows, admission=admission, label=request_id
         )
     except QueueFullError as exc:

@@ -3,6 +3,8 @@
 Every route runs :func:`predict`: look the model up, decode the body with its task kind,
 batch, encode. ``/predict/wine?model=X`` is ``/predict/wine-X`` and ``/predict/cifar?model=X``
 is ``/predict/cifar-X``, so every ``wine-*`` and ``cifar-*`` model is reachable there too.
+A tabular model's answer may also carry its predictive density on a grid (``density=G``,
+opt-in: without it nothing is computed and the answer is as API.md has it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.errors import InputError
 from service.json_response import NumpyJSONResponse
 from service.predictor import Job
 from service.routes.dependencies import answer, registry_of
@@ -26,7 +29,13 @@ from service.schemas import (
     RegressionResponse,
     family_model,
 )
-from service.tasks import TASKS
+from service.tasks import TASKS, Task
+from service.tasks.tabular_regression import (
+    MAX_DENSITY_POINTS,
+    MAX_DENSITY_ROWS,
+    DensityJob,
+    TabularRegression,
+)
 
 router = APIRouter(tags=["predict"])
 
@@ -38,7 +47,20 @@ def _body(*tasks: str) -> dict[str, object]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def predict(request: Request, name: str, samples: int | None, level: float) -> Response:
+DENSITY_QUERY = Annotated[
+    int | None,
+    Query(
+        ge=2,
+        le=MAX_DENSITY_POINTS,
+        description="Tabular models: also answer each row's predictive density on a grid of "
+        f"this many points (for at most {MAX_DENSITY_ROWS} rows); omitted: no density",
+    ),
+]
+
+
+async def predict(
+    request: Request, name: str, samples: int | None, level: float, density: int | None = None
+) -> Response:
     """read → decode → batch → predict → unbatch → encode, for model ``name``.
 
     The query is checked before anything else; the request is then admitted (or refused with
@@ -48,10 +70,22 @@ async def predict(request: Request, name: str, samples: int | None, level: float
     served = registry_of(request).get(name)
     job_samples = served.resolve_samples(samples)
     task = served.task
+    _check_density(task, name, density)
 
     async def decode(body: Any) -> tuple[Job, Any]:
         decoded = await task.decode(body, served.limits)
-        return Job(decoded.inputs, job_samples, job_level), decoded.context
+        if density is None:
+            return Job(decoded.inputs, job_samples, job_level), decoded.context
+        if len(decoded.inputs) > MAX_DENSITY_ROWS:
+            raise InputError.unprocessable(
+                loc=("query", "density"),
+                msg=f"The density is drawn for at most {MAX_DENSITY_ROWS} instances per "
+                f"request; this one holds {len(decoded.inputs)}",
+                type="less_than_equal",
+                input=density,
+            )
+        job = DensityJob(decoded.inputs, job_samples, job_level, density_points=density)
+        return job, decoded.context
 
     job, result, context = await answer(
         request, served, lambda: task.read(request, served.limits), decode
@@ -64,6 +98,17 @@ async def predict(request: Request, name: str, samples: int | None, level: float
             "predictions": task.encode(job, result, context),
         }
     )
+
+
+def _check_density(task: Task[Any, Any], name: str, density: int | None) -> None:
+    """A 422 if the density is asked of a model that has none, before any work is done."""
+    if density is not None and not isinstance(task, TabularRegression):
+        raise InputError.unprocessable(
+            loc=("query", "density"),
+            msg=f"Model {name} is {task.name}: only tabular-regression models have a "
+            "predictive density to draw",
+            input=density,
+        )
 
 
 @router.post(
@@ -84,8 +129,9 @@ async def predict_wine(
     ] = WINE_DEFAULT,
     samples: SAMPLES_QUERY = None,
     level: LEVEL_QUERY = DEFAULT_LEVEL,
+    density: DENSITY_QUERY = None,
 ) -> Response:
-    return await predict(request, family_model(WINE_FAMILY, model), samples, level)
+    return await predict(request, family_model(WINE_FAMILY, model), samples, level, density)
 
 
 @router.post(
@@ -124,5 +170,6 @@ async def predict_model(
     name: Annotated[str, Path(description="The model's name, as GET /models lists it")],
     samples: SAMPLES_QUERY = None,
     level: LEVEL_QUERY = DEFAULT_LEVEL,
+    density: DENSITY_QUERY = None,
 ) -> Response:
-    return await predict(request, name, samples, level)
+    return await predict(request, name, samples, level, density)

@@ -3,7 +3,9 @@
 Body: ``{"instances": [INSTANCE, ...]}`` or one bare INSTANCE, where an INSTANCE is an object
 with exactly the model's features or an array of them in the model's order. Answer per row:
 mean, std, the exact central interval of the predictive mixture, and the epistemic/aleatoric
-split (``epistemic_std`` null for a model without a distribution over networks).
+split (``epistemic_std`` null for a model without a distribution over networks). Opt-in
+(``density=G``, a :class:`DensityJob`): the mixture's density on a grid of about G points, for
+drawing it; computed beside the summaries, where the batch runs.
 
 As tensors (``/v2``): input ``input``, FP32 [N, F], the features in the model's order; outputs
 ``mean``, ``std``, ``lower``, ``upper``, ``epistemic_std`` (absent without a distribution over
@@ -12,6 +14,7 @@ networks) and ``aleatoric_std``, each FP32 [N].
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -32,9 +35,10 @@ from service.protocol import ProtocolError
 from service.protocol.tensors import RequestTensor, TensorSpec, match_input
 from service.schemas import RegressionResponse, tabular_body_adapter
 from service.tasks.base import Decoded, Limits, Task
+from uncertainty.density import mixture_density_grid
 from uncertainty.regression import summarize_regression
 
-__all__ = ["RegressionPredictor", "RegressionResult", "TabularRegression"]
+__all__ = ["DensityJob", "RegressionPredictor", "RegressionResult", "TabularRegression"]
 
 JSON = "application/json"
 # The v2 tensors: the input's name, and the outputs in order (each FP32, one value per row).
@@ -42,6 +46,10 @@ INPUT_TENSOR: Final = "input"
 EPISTEMIC_TENSOR: Final = "epistemic_std"
 OUTPUT_TENSORS: Final = ("mean", "std", "lower", "upper", EPISTEMIC_TENSOR, "aleatoric_std")
 FP32: Final = "FP32"
+# ``density=G``: at most this many grid points, for at most this many rows of one request
+# (S × rows × G evaluations of a Gaussian: it is meant for the few rows a person looks at).
+MAX_DENSITY_POINTS: Final = 1000
+MAX_DENSITY_ROWS: Final = 64
 
 # The body's shape for any model; each model's feature names are in GET /models.
 _ROW_SCHEMA: dict[str, Any] = {
@@ -82,6 +90,17 @@ class RegressionResult(BatchResult):
     aleatoric_std: np.ndarray
     epistemic_std: np.ndarray | None  # None: the model has no distribution over networks
     finite: np.ndarray  # per row: every number above is finite
+    # Only for a DensityJob: each row's grid and the mixture's density there, N × G.
+    density_x: np.ndarray | None = None
+    density_pdf: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DensityJob(Job):
+    """A job whose answer also holds each row's predictive density on ``density_points``
+    evenly spaced points (plus the interval's ends and the mean)."""
+
+    density_points: int = 200
 
 
 class RegressionPredictor(Predictor[RegressionResult]):
@@ -102,6 +121,33 @@ class RegressionPredictor(Predictor[RegressionResult]):
             epistemic_std=epistemic if self.has_posterior else None,
             finite=np.isfinite(arrays).all(axis=0),
         )
+
+    def per_job(
+        self, jobs: Sequence[Job], outputs: tuple[Tensor, ...], results: list[RegressionResult]
+    ) -> list[RegressionResult]:
+        """For each :class:`DensityJob`, its rows' curves from its own S components, while the
+        draws are still at hand (only the curves leave the device)."""
+        if not any(isinstance(job, DensityJob) for job in jobs):
+            return results
+        bounds = np.cumsum([0, *(job.rows for job in jobs)]).tolist()
+        for index, job in enumerate(jobs):
+            if isinstance(job, DensityJob):
+                rows = slice(bounds[index], bounds[index + 1])
+                mu, sigma = (out[: job.samples, rows] for out in outputs)
+                results[index] = _with_density(results[index], mu, sigma, job.density_points)
+        return results
+
+
+def _with_density(
+    result: RegressionResult, mu: Tensor, sigma: Tensor, points: int
+) -> RegressionResult:
+    """``result`` with its rows' mixture densities (:func:`mixture_density_grid`)."""
+    include = np.stack([result.lower, result.mean, result.upper], axis=1)
+    grid = mixture_density_grid(mu, sigma, points, include=torch.from_numpy(include).to(mu.device))
+    # Float32, as every other number of the answer: the interval's ends and the mean then
+    # read the same in the curve as in their own fields.
+    x, pdf = (t.to(torch.float32).cpu().numpy() for t in (grid.x, grid.pdf))
+    return dataclasses.replace(result, density_x=x, density_pdf=pdf)
 
 
 class TabularRegression(Task[RegressionResult, bool]):
@@ -169,7 +215,7 @@ class TabularRegression(Task[RegressionResult, bool]):
     def encode(self, job: Job, result: RegressionResult, batched: bool) -> list[dict[str, Any]]:
         _check_finite(result, batched=batched)
         epistemic = result.epistemic_std if result.epistemic_std is not None else [None] * job.rows
-        return [
+        predictions = [
             {
                 "mean": mean,
                 "std": std,
@@ -187,6 +233,12 @@ class TabularRegression(Task[RegressionResult, bool]):
                 strict=True,
             )
         ]
+        if result.density_x is not None and result.density_pdf is not None:
+            for prediction, x, pdf in zip(
+                predictions, result.density_x, result.density_pdf, strict=True
+            ):
+                prediction["density"] = {"x": x, "pdf": pdf}
+        return predictions
 
     def tensor_inputs(self) -> tuple[TensorSpec, ...]:
         return (self._input,)
