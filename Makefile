@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # What serving needs; the checks and the report add their extras on top.
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
+RAY_STAMP := $(VENV)/.installed-ray
 # make serve listens on every interface; HOST=127.0.0.1 keeps it to this machine.
 HOST ?= 0.0.0.0
 PORT ?= 8000
@@ -12,8 +13,10 @@ PORT ?= 8000
 WINE_BNN := checkpoints/wine-bnn.safetensors
 WINE_GAUSSIAN := checkpoints/wine-gaussian.safetensors
 CIFAR_BCNN := checkpoints/cifar-bcnn.safetensors
+WINE_BNN_ENSEMBLE := checkpoints/wine-bnn-ensemble.safetensors
+WINE_GAUSSIAN_ENSEMBLE := checkpoints/wine-gaussian-ensemble.safetensors
 
-.PHONY: venv serve test lint format checkpoints train report clean-venv browser
+.PHONY: venv serve serve-ray test lint format checkpoints train report clean-venv browser
 
 # pip shows its progress: the first install takes minutes, and should say so as it goes.
 $(SERVE_STAMP): pyproject.toml
@@ -24,9 +27,15 @@ $(SERVE_STAMP): pyproject.toml
 	$(BIN)/pip install -e .
 	touch $(SERVE_STAMP)
 
+# The tests start a Ray cluster too (tests/test_ray_serve.py), so they need the ray extra.
 $(DEV_STAMP): $(SERVE_STAMP)
-	$(BIN)/pip install -e ".[dev,report]"
-	touch $(DEV_STAMP)
+	$(BIN)/pip install -e ".[dev,report,ray]"
+	touch $(DEV_STAMP) $(RAY_STAMP)
+
+# Ray Serve, only for `make serve-ray` (and the tests): `make serve` does without it.
+$(RAY_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -e ".[ray]"
+	touch $(RAY_STAMP)
 
 venv: $(DEV_STAMP)
 
@@ -37,14 +46,20 @@ $(WINE_GAUSSIAN): | $(SERVE_STAMP)
 	$(BIN)/python -m training.train_wine --model gaussian --output $@
 $(CIFAR_BCNN): | $(SERVE_STAMP)
 	$(BIN)/python -m training.train_cifar --output $@
+$(WINE_BNN_ENSEMBLE): | $(SERVE_STAMP)
+	$(BIN)/python -m training.train_wine --model bnn --members 5 --output $@
+$(WINE_GAUSSIAN_ENSEMBLE): | $(SERVE_STAMP)
+	$(BIN)/python -m training.train_wine --model gaussian --members 5 --output $@
 
-checkpoints: $(WINE_BNN) $(WINE_GAUSSIAN) $(CIFAR_BCNN)
+checkpoints: $(WINE_BNN) $(WINE_GAUSSIAN) $(CIFAR_BCNN) $(WINE_BNN_ENSEMBLE) $(WINE_GAUSSIAN_ENSEMBLE)
 
-# Retrain all three, replacing the committed checkpoints (CIFAR: ~40 min on 2 CPU cores).
+# Retrain every committed checkpoint, replacing it (CIFAR: ~40 min a network on 2 CPU cores).
 train: $(SERVE_STAMP)
 	$(BIN)/python -m training.train_wine --model bnn
 	$(BIN)/python -m training.train_wine --model gaussian
 	$(BIN)/python -m training.train_cifar
+	$(BIN)/python -m training.train_wine --model bnn --members 5
+	$(BIN)/python -m training.train_wine --model gaussian --members 5
 
 # The port is checked first: a taken one is said at once, not after the models have loaded.
 # `--http`: uvicorn's h11 with deadlines for slow clients (service/connection_guard.py).
@@ -52,6 +67,15 @@ serve: checkpoints
 	@$(BIN)/python -m service.port $(HOST) $(PORT)
 	$(BIN)/uvicorn --factory service.app:create_app --http service.connection_guard:GuardedH11Protocol \
 		--host $(HOST) --port $(PORT) --no-access-log
+
+# The same service on Ray Serve (service/ray_serve.py): joins the cluster at RAY_ADDRESS, or
+# the one `ray start --head` started here, else starts a head node of its own; deploys
+# RAY_CONFIG's deployments; in the foreground until Ctrl-C or SIGTERM, which remove the
+# deployment and stop what it started. README, "Scale out".
+RAY_CONFIG ?= deploy/ray-serve.yaml
+serve-ray: checkpoints $(RAY_STAMP)
+	@$(BIN)/python -m service.port $(HOST) $(PORT)
+	$(BIN)/python -m service.ray_serve --config $(RAY_CONFIG) --host $(HOST) --port $(PORT)
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .

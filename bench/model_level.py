@@ -12,7 +12,11 @@ DataLoader, ``torch.no_grad()`` (the notebook tracks gradients) and no summaries
 is therefore a lower bound.
 
 Every model of the repository with a posterior is timed (``--models`` picks some), at its
-task kind's default S and, for a tabular model, also at S=20, where the target is stated.
+task kind's default S and, for a tabular model, also at S=20, where the target is stated; a
+deterministic ensemble of K networks at no more than its K draws. An ensemble runs its S
+draws in one vectorised pass as one network does, and the notebook's way for it runs draw s
+on member s mod K. Each ensemble of :data:`bench.report.ENSEMBLE_PAIRS` is then timed again
+against its single network, the two in alternating slices (:func:`measure_pair`).
 Inputs are the data a model takes: the wine test split for a model of the wine features,
 CIFAR-10 test JPEGs for a classifier of its classes. Without the data sets (a lent GPU machine
 has no ../shared/data), or for a model of other data, they are synthetic: rows drawn around
@@ -35,12 +39,13 @@ from torch import nn
 
 from bench.bodies import cifar_files
 from bench.checkpoints import DEFAULT_DIR, repository
-from bench.report import MODEL_TARGET_SAMPLES
+from bench.report import ENSEMBLE_PAIRS, MODEL_TARGET_SAMPLES, EnsemblePair
 from models.checkpoint import ServableModel, load_checkpoint
 from models.cnn import BayesianCNN
 from models.device import resolve_device, use_exact_float32
+from models.ensemble import Ensemble
 from models.images import decode_image, to_model_input
-from models.predictive import is_bayesian
+from models.predictive import draws_available, network_count
 from models.tabular import TabularRegressor
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
 from service.predictor import Job, Predictor
@@ -51,6 +56,8 @@ from training.datasets.wine import WINE_FEATURES, load_wine
 
 LEVEL = 0.95
 SYNTHETIC = "synthetic"
+# An ensemble and its single network are timed in this many alternating slices each.
+PAIR_ROUNDS = 5
 IMAGE_BATCH = TASKS[IMAGE_CLASSIFICATION].defaults["max_batch_size"]
 
 
@@ -58,6 +65,24 @@ IMAGE_BATCH = TASKS[IMAGE_CLASSIFICATION].defaults["max_batch_size"]
 class Case:
     model: str  # the model's name in the repository
     samples: int
+
+
+@dataclass(frozen=True)
+class PairFigure:
+    """An ensemble's vectorised rows/s against its single network's, at equal S."""
+
+    single: str
+    ensemble: str
+    task: str
+    samples: int
+    batch: int
+    inputs: str
+    single_per_s: float
+    ensemble_per_s: float
+    ratio: float  # ensemble over single
+    rounds: int  # alternating slices each was timed in
+    device: str
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -86,31 +111,45 @@ def sample_counts(task: str) -> tuple[int, ...]:
 
 def cases(models: dict[str, ServableModel]) -> list[Case]:
     """Tabular models first, then image models, each by name; models without a posterior
-    are left out (one network: there are no S draws to vectorise)."""
+    are left out (one network: there are no S draws to vectorise), and a deterministic
+    ensemble is timed at no more draws than it has networks."""
     order = {TABULAR_REGRESSION: 0, IMAGE_CLASSIFICATION: 1}
     timed = sorted(
-        (name for name, model in models.items() if is_bayesian(model)),
+        (name for name, model in models.items() if network_count(model) != 1),
         key=lambda name: (order.get(models[name].task, len(order)), name),
     )
-    return [Case(name, s) for name in timed for s in sample_counts(models[name].task)]
+    counts = {
+        name: sorted({draws_available(models[name], s) for s in sample_counts(models[name].task)})
+        for name in timed
+    }
+    return [Case(name, s) for name in timed for s in counts[name]]
 
 
-def per_second(step: Callable[[], int], budget_s: float) -> tuple[float, int]:
-    """Rows/s of ``step`` (which returns the rows it did) over ``budget_s``, after a warm-up."""
-    step()
+def run_for(step: Callable[[], int], budget_s: float) -> tuple[int, float]:
+    """Call ``step`` (which returns the rows it did) until ``budget_s`` has passed, at least
+    once: the rows done and the seconds it took."""
     rows, start = 0, time.perf_counter()
     while True:
         rows += step()
         elapsed = time.perf_counter() - start
         if elapsed >= budget_s:
-            return rows / elapsed, rows
+            return rows, elapsed
+
+
+def per_second(step: Callable[[], int], budget_s: float) -> tuple[float, int]:
+    """Rows/s of ``step`` (which returns the rows it did) over ``budget_s``, after a warm-up."""
+    step()
+    rows, elapsed = run_for(step, budget_s)
+    return rows / elapsed, rows
 
 
 def notebook_step(
     model: nn.Module, rows: list[torch.Tensor], samples: int, classify: bool
 ) -> Callable[[], int]:
-    """One row (a batch of one) per call: S forward passes, each with fresh weights."""
+    """One row (a batch of one) per call: S forward passes, each with fresh weights; for an
+    ensemble pass s runs member s mod K (its own fresh weights, or its only ones)."""
     position = 0
+    networks = list(model.members) if isinstance(model, Ensemble) else [model]
 
     def step() -> int:
         nonlocal position
@@ -118,11 +157,12 @@ def notebook_step(
         position += 1
         outputs = []
         with torch.no_grad():
-            for _ in range(samples):
+            for s in range(samples):
+                network = networks[s % len(networks)]
                 if classify:
-                    outputs.append(torch.softmax(model(x), dim=-1)[0].cpu().numpy())
+                    outputs.append(torch.softmax(network(x), dim=-1)[0].cpu().numpy())
                 else:
-                    mu, _ = model(x)
+                    mu, _ = network(x)
                     outputs.append(mu[0].item())
         return 1
 
@@ -139,7 +179,7 @@ def vectorised_step(
     return step
 
 
-def tabular_inputs(model: TabularRegressor, synthetic: bool) -> tuple[np.ndarray, str]:
+def tabular_inputs(model: TabularRegressor | Ensemble, synthetic: bool) -> tuple[np.ndarray, str]:
     """The wine test split (735 rows), or as many rows drawn around the training mean."""
     if not synthetic and model.features == WINE_FEATURES and (resolve_data_dir() / "wine").is_dir():
         return load_wine().x_test, "wine test split"
@@ -149,7 +189,9 @@ def tabular_inputs(model: TabularRegressor, synthetic: bool) -> tuple[np.ndarray
     return rows.numpy(), SYNTHETIC
 
 
-def image_inputs(model: BayesianCNN, count: int, synthetic: bool) -> tuple[np.ndarray, str]:
+def image_inputs(
+    model: BayesianCNN | Ensemble, count: int, synthetic: bool
+) -> tuple[np.ndarray, str]:
     """The JPEGs the HTTP benchmark uploads and more, decoded as the service does; or noise."""
     size = model.image_size
     cifar = resolve_data_dir() / "cifar10" / "test"
@@ -160,6 +202,21 @@ def image_inputs(model: BayesianCNN, count: int, synthetic: bool) -> tuple[np.nd
     return noise, SYNTHETIC
 
 
+def model_inputs(model: ServableModel, args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """The batch a model is timed on, and what it came from."""
+    if model.task == IMAGE_CLASSIFICATION:
+        assert isinstance(model, BayesianCNN | Ensemble)
+        return image_inputs(model, args.image_batch, args.synthetic)
+    assert isinstance(model, TabularRegressor | Ensemble)
+    return tabular_inputs(model, args.synthetic)
+
+
+def service_step(model: ServableModel, inputs: np.ndarray, samples: int) -> Callable[[], int]:
+    """The service's own predictor for the model's task kind, on the whole batch."""
+    predictor: Predictor[object] = TASKS[model.task](model).predictor(samples)
+    return vectorised_step(predictor, inputs, samples)
+
+
 def measure(
     case: Case,
     model: ServableModel,
@@ -168,17 +225,12 @@ def measure(
 ) -> ModelFigure:
     model = model.to(device)
     classify = model.task == IMAGE_CLASSIFICATION
+    inputs, source = model_inputs(model, args)
     if classify:
-        assert isinstance(model, BayesianCNN)
-        inputs, source = image_inputs(model, args.image_batch, args.synthetic)
         rows = [to_model_input(image[None]).to(device) for image in inputs]
     else:
-        assert isinstance(model, TabularRegressor)
-        inputs, source = tabular_inputs(model, args.synthetic)
         rows = [torch.from_numpy(row[None]).to(device) for row in inputs]
-    # The service's own predictor for the model's task kind.
-    predictor: Predictor[object] = TASKS[model.task](model).predictor(case.samples)
-    fast, _ = per_second(vectorised_step(predictor, inputs, case.samples), args.duration)
+    fast, _ = per_second(service_step(model, inputs, case.samples), args.duration)
     slow, done = per_second(notebook_step(model, rows, case.samples, classify), args.duration)
     return ModelFigure(
         case.model,
@@ -193,6 +245,49 @@ def measure(
         str(device),
         args.threads,
     )
+
+
+def measure_pair(
+    pair: EnsemblePair,
+    single: ServableModel,
+    ensemble: ServableModel,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> PairFigure:
+    """The vectorised rows/s of ``ensemble`` and ``single`` on the same batch at the pair's
+    S, timed in :data:`PAIR_ROUNDS` alternating slices of ``args.duration`` each: a change in
+    the machine's load during the run falls on both alike, not on whichever ran second."""
+    single, ensemble = single.to(device), ensemble.to(device)
+    inputs, source = model_inputs(single, args)
+    steps = [service_step(model, inputs, pair.samples) for model in (single, ensemble)]
+    for step in steps:
+        step()  # warm-up
+    rows, seconds = [0, 0], [0.0, 0.0]
+    for _ in range(PAIR_ROUNDS):
+        for i, step in enumerate(steps):
+            done, elapsed = run_for(step, args.duration / PAIR_ROUNDS)
+            rows[i] += done
+            seconds[i] += elapsed
+    single_per_s, ensemble_per_s = (r / t for r, t in zip(rows, seconds, strict=True))
+    return PairFigure(
+        pair.single,
+        pair.ensemble,
+        single.task,
+        pair.samples,
+        len(inputs),
+        source,
+        single_per_s,
+        ensemble_per_s,
+        ensemble_per_s / single_per_s,
+        PAIR_ROUNDS,
+        str(device),
+        args.threads,
+    )
+
+
+def pairs_to_time(models: dict[str, ServableModel]) -> list[EnsemblePair]:
+    """The ensemble pairs both of whose models are among ``models``."""
+    return [p for p in ENSEMBLE_PAIRS if p.single in models and p.ensemble in models]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -236,8 +331,23 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
             f"{f.model:<{width}} {f.samples:>4} {f.batch:>5} {f.vectorised_per_s:>13,.0f} "
             f"{f.notebook_per_s:>11,.1f} {f.ratio:>7,.1f}×  {f.inputs}"
         )
+    pairs = [
+        measure_pair(pair, models[pair.single], models[pair.ensemble], device, args)
+        for pair in pairs_to_time(models)
+    ]
+    for p in pairs:
+        print(
+            f"{p.ensemble} / {p.single} S={p.samples}: {p.ensemble_per_s:,.0f} / "
+            f"{p.single_per_s:,.0f} vectorised per s = {p.ratio:.2f} ({p.rounds} alternating "
+            f"slices each)"
+        )
     if args.json:
-        report: dict[str, object] = {"figures": [asdict(f) for f in figures]}
+        # What the repository held: a pair the report skips says whether its model was there.
+        report: dict[str, object] = {
+            "figures": [asdict(f) for f in figures],
+            "pairs": [asdict(p) for p in pairs],
+            "repository": sorted(found),
+        }
         if device.type == "cuda":
             report["card"] = torch.cuda.get_device_name(device)
         args.json.write_text(json.dumps(report, indent=2))

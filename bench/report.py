@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.checkpoints import WINE_MODEL
+from bench.checkpoints import CIFAR_MODEL, WINE_MODEL
 from bench.memory import TARGET_BYTES
-from models.task import IMAGE_CLASSIFICATION
+from models.ensemble import ENSEMBLE_SUFFIX
+from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
 
 MODEL_RATIO_TARGET = 100.0  # vectorised over notebook rows/s, the wine model at S=20
 MODEL_TARGET_SAMPLES = 20
@@ -19,7 +20,28 @@ HTTP_RATIO_TARGET = 0.75  # service over bare req/s, wine c=32
 P50_SLACK_MS = 2.0  # service p50 at c=1 <= bare p50 + max wait + this
 CIFAR_RATIO_TARGET = 0.8  # HTTP over in-process images/s, S=32
 V2_RATIO_TARGET = 0.9  # v2 infer over /predict/wine req/s, the same row, c=32
+ENSEMBLE_RATIO_TARGET = 0.9  # an ensemble's vectorised rows/s over its single network's, equal S
 MiB = 2**20
+
+
+@dataclass(frozen=True)
+class EnsemblePair:
+    """An ensemble and the single network it is compared with, at ``samples`` draws each: the
+    ensemble's draws run in one vectorised pass too, so at equal S it should be about as fast."""
+
+    task: str
+    single: str
+    samples: int
+
+    @property
+    def ensemble(self) -> str:
+        return self.single + ENSEMBLE_SUFFIX
+
+
+ENSEMBLE_PAIRS = (
+    EnsemblePair(TABULAR_REGRESSION, WINE_MODEL, 100),
+    EnsemblePair(IMAGE_CLASSIFICATION, CIFAR_MODEL, 32),
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +57,14 @@ def verdict(ok: bool) -> str:
     return "pass" if ok else "MISS"
 
 
+def _unit(task: str) -> str:
+    return "images" if task == IMAGE_CLASSIFICATION else "rows"
+
+
 def model_rows(model: dict[str, Any], source: str) -> list[Row]:
     rows = []
     for f in model["figures"]:
-        unit = "images" if f["task"] == IMAGE_CLASSIFICATION else "rows"
+        unit = _unit(f["task"])
         ratio = f["ratio"]
         targeted = f["model"] == WINE_MODEL and f["samples"] == MODEL_TARGET_SAMPLES
         rows.append(
@@ -51,7 +77,40 @@ def model_rows(model: dict[str, Any], source: str) -> list[Row]:
                 source,
             )
         )
-    return rows
+    return rows + [_ensemble_row(model, pair, source) for pair in ENSEMBLE_PAIRS]
+
+
+def _ensemble_row(model: dict[str, Any], pair: EnsemblePair, source: str) -> Row:
+    """The ensemble's vectorised throughput over its single network's; skipped, and said why,
+    when the pair was not timed (an ensemble still training is not in the repository yet)."""
+    s = pair.samples
+    figure = f"model: {pair.ensemble} / {pair.single} S={s}, vectorised {_unit(pair.task)}/s"
+    target = f"≥ {ENSEMBLE_RATIO_TARGET:g}"
+    timed = next(
+        (
+            p
+            for p in model.get("pairs", [])
+            if (p["single"], p["ensemble"], p["samples"]) == (pair.single, pair.ensemble, s)
+        ),
+        None,
+    )
+    if timed is None:
+        held = model.get("repository", [])
+        missing = [name for name in (pair.single, pair.ensemble) if name not in held]
+        why = (
+            f"{' and '.join(missing)} not in the repository"
+            if missing
+            else "not timed (left out by --models)"
+        )
+        return Row(figure, f"skipped: {why}", target, "", source)
+    ratio = timed["ratio"]
+    return Row(
+        figure + f" (batch {timed['batch']}, {timed['rounds']} alternating slices)",
+        f"{timed['ensemble_per_s']:,.0f} / {timed['single_per_s']:,.0f} = {ratio:.2f}",
+        target,
+        verdict(ratio >= ENSEMBLE_RATIO_TARGET),
+        source,
+    )
 
 
 def _point(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report
+from bench import machine, ray_level, report
 from bench.load import LoadToolError, wrk_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,14 @@ METHOD = """\
   budget. The notebook loop runs under `torch.no_grad()`, without DataLoader or summaries, so
   the ratio is a lower bound. The CIFAR figure is also the in-process reference for CIFAR
   over HTTP, run on the server's core with its thread count.
+- **Ensemble against its single network** (`M`): the vectorised rows (images) per second of
+  `wine-bnn-ensemble` over `wine-bnn`'s at S=100, and of `cifar-bcnn-ensemble` over
+  `cifar-bcnn`'s at S=32, on the same batch in the model-level run, the two timed in 5
+  alternating slices of the budget each so that a change in the machine's load falls on both:
+  an ensemble's S draws (draw s from member s mod K) run in one pass through one network's
+  forward, so at equal S it should cost what the single network does. A pair whose ensemble
+  is not in the repository is skipped and the table says so. An ensemble's own notebook
+  figure runs pass s on member s mod K.
 - **HTTP level** (`H`): one uvicorn worker per server, started in turn: the service (every
   model of the repository), `bench.bare_app` (same query parameters, the service's own
   decoder for the wine model, canned answer of the service's shape through the service's JSON
@@ -57,6 +65,14 @@ METHOD = """\
   times it from when it was sent, and the table says how many were late. hey's `-q` was
   rejected: it limits each worker, and its workers tick in step, so 200/s from 32 workers
   arrives as bursts of 32 every 160 ms.
+- **Ray Serve** (`R`): the service on a local Ray cluster (a head node here, `make
+  serve-ray`'s code): the ingress and one `wine-bnn` replica of one CPU, then two (scaled in
+  place), each driven closed loop at S=100 with the one-row body (c=32) and with 1024 rows a
+  request (c=8, the rate once answers flow). CPU ms/req is that of all the node's processes
+  (proxy, ingress, replicas, Ray's daemons) over completed requests. The caveat: this
+  machine's cores are shared by the load generator, Ray's proxy, the ingress and both
+  replicas, so a second replica cannot double anything here; on a cluster it brings its own
+  cores.
 - **Memory**: `VmHWM` (peak resident set) and `VmRSS` from `/proc/<pid>/status` of the
   batched service, once `/readyz` answers 200 and again after all its load.
 """
@@ -111,13 +127,28 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model, model_cmd = part("bench.model_level", model_opts, place.server, Path(tmp))
         http, http_cmd = part("bench.http_level", [*http_opts, *shared], [], Path(tmp))
+        ray_opts = ["--duration", "1" if args.quick else "5", *shared]
+        ray, ray_cmd = part("bench.ray_level", ray_opts, [], Path(tmp))
     rows = report.model_rows(model, "M") + report.http_rows(http, model, "H")
+    rows += ray_level.rows(ray, "R")
     text = report.table(rows)
     print("\n" + text)
     minutes = (time.monotonic() - clock) / 60
     command = "python -m bench.run --quick" if args.quick else "make bench"
     args.output.write_text(
-        results_md(args, about, place, text, model, http, model_cmd, http_cmd, started, minutes)
+        results_md(
+            args,
+            about,
+            place,
+            text,
+            model,
+            http,
+            model_cmd,
+            http_cmd,
+            started,
+            minutes,
+            extra_commands={"R": ray_cmd},
+        )
     )
     print(f"\n{command}: {minutes:.1f} min; wrote {args.output}")
 
@@ -133,6 +164,7 @@ def results_md(
     http_cmd: str,
     started: datetime,
     minutes: float,
+    extra_commands: dict[str, str] | None = None,
 ) -> str:
     run = "`.venv/bin/python -m bench.run --quick`" if args.quick else "`make bench`"
     notes = list(args.note)
@@ -159,6 +191,7 @@ def results_md(
         "",
         f"- `M`: `{model_cmd}`",
         f"- `H`: `{http_cmd}`",
+        *(f"- `{key}`: `{command}`" for key, command in (extra_commands or {}).items()),
         "",
         "## How each figure is measured",
         "",

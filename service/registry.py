@@ -271,7 +271,7 @@ class ModelRegistry:
                 image_decoder=self.image_decoder,
             ),
             networks=network_count(model),
-            device=str(device),
+            device=str(next(model.parameters()).device),
         )
 
     async def warm_up(self) -> None:

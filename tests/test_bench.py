@@ -4,12 +4,14 @@ service's shape, wrk's output parses, and figures meet or miss their targets as 
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from bench import bodies, machine, report
@@ -17,8 +19,17 @@ from bench.bare_app import create_app as create_bare_app
 from bench.checkpoints import WINE_MODEL
 from bench.http_level import WINE_PATH
 from bench.load import LoadToolError, parse_wrk
-from bench.model_level import Case, cases
+from bench.model_level import (
+    PAIR_ROUNDS,
+    SYNTHETIC,
+    Case,
+    cases,
+    measure,
+    measure_pair,
+    pairs_to_time,
+)
 from models.checkpoint import load_checkpoint
+from models.ensemble import Ensemble
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
 from service.app import create_app
 from service.settings import Settings
@@ -107,6 +118,96 @@ def test_model_level_times_each_model_with_a_posterior(checkpoint_dir: Path) -> 
         TABULAR_REGRESSION,
         IMAGE_CLASSIFICATION,
     }
+    # An ensemble has a posterior, a deterministic one too: at most one draw per member.
+    for name in ("wine-bnn", "wine-gaussian", "cifar-bcnn"):
+        models[f"{name}-ensemble"] = Ensemble.of([models[name]] * 2)
+    assert cases(models) == [
+        Case("wine-bnn", 20),
+        Case("wine-bnn", 100),
+        Case("wine-bnn-ensemble", 20),
+        Case("wine-bnn-ensemble", 100),
+        Case("wine-gaussian-ensemble", 2),
+        Case("cifar-bcnn", 32),
+        Case("cifar-bcnn-ensemble", 32),
+    ]
+
+
+def test_model_level_measures_an_ensemble_both_ways(checkpoint_dir: Path) -> None:
+    gaussian = load_checkpoint(checkpoint_dir / "wine-gaussian.safetensors")
+    ensemble = Ensemble.of([gaussian, gaussian])
+    args = argparse.Namespace(synthetic=True, duration=0.01, threads=1, image_batch=4)
+    figure = measure(Case("wine-gaussian-ensemble", 2), ensemble, torch.device("cpu"), args)
+    assert (figure.model, figure.task, figure.samples) == (
+        "wine-gaussian-ensemble",
+        TABULAR_REGRESSION,
+        2,
+    )
+    assert figure.inputs == SYNTHETIC and figure.batch == 735
+    assert figure.vectorised_per_s > 0 and figure.notebook_rows >= 1
+    assert figure.ratio == pytest.approx(figure.vectorised_per_s / figure.notebook_per_s)
+
+
+def test_an_ensemble_and_its_network_are_timed_in_alternation(checkpoint_dir: Path) -> None:
+    bnn = load_checkpoint(checkpoint_dir / "wine-bnn.safetensors")
+    models = {"wine-bnn": bnn, "wine-bnn-ensemble": Ensemble.of([bnn, bnn])}
+    # Only a pair whose two models are both there.
+    assert pairs_to_time(models) == [report.ENSEMBLE_PAIRS[0]]
+    assert pairs_to_time({"wine-bnn": bnn}) == []
+    pair = report.EnsemblePair(TABULAR_REGRESSION, "wine-bnn", 3)
+    args = argparse.Namespace(synthetic=True, duration=0.01, threads=1, image_batch=4)
+    cpu = torch.device("cpu")
+    figure = measure_pair(pair, bnn, models["wine-bnn-ensemble"], cpu, args)
+    assert (figure.single, figure.ensemble, figure.samples) == ("wine-bnn", "wine-bnn-ensemble", 3)
+    assert (figure.batch, figure.inputs, figure.rounds) == (735, SYNTHETIC, PAIR_ROUNDS)
+    assert figure.single_per_s > 0 and figure.ensemble_per_s > 0
+    assert figure.ratio == pytest.approx(figure.ensemble_per_s / figure.single_per_s)
+
+
+def _pair(single: str, task: str, samples: int, single_per_s: float, ratio: float) -> dict:
+    return {
+        "single": single,
+        "ensemble": f"{single}-ensemble",
+        "task": task,
+        "samples": samples,
+        "batch": 64 if task == IMAGE_CLASSIFICATION else 735,
+        "single_per_s": single_per_s,
+        "ensemble_per_s": single_per_s * ratio,
+        "ratio": ratio,
+        "rounds": 5,
+    }
+
+
+def test_an_ensemble_is_compared_with_its_single_network_at_equal_s() -> None:
+    model = {
+        "figures": [],
+        "pairs": [
+            _pair("wine-bnn", TABULAR_REGRESSION, 100, 20_000.0, 0.95),
+            _pair("wine-bnn", TABULAR_REGRESSION, 20, 20_000.0, 0.5),  # not the pair's S
+            _pair("cifar-bcnn", IMAGE_CLASSIFICATION, 32, 100.0, 0.8),
+        ],
+    }
+    pairs = report.model_rows(model, "M")
+    assert [(row.figure.split(",")[0], row.verdict) for row in pairs] == [
+        ("model: wine-bnn-ensemble / wine-bnn S=100", "pass"),
+        ("model: cifar-bcnn-ensemble / cifar-bcnn S=32", "MISS"),
+    ]
+    assert pairs[0].measured == "19,000 / 20,000 = 0.95"
+    assert "images/s" in pairs[1].figure and all(row.target == "≥ 0.9" for row in pairs)
+
+
+def test_a_pair_not_timed_is_skipped_and_says_why() -> None:
+    # The CIFAR ensemble still training; the wine one held but left out by --models.
+    model = {
+        "figures": [],
+        "pairs": [],
+        "repository": ["cifar-bcnn", "wine-bnn", "wine-bnn-ensemble"],
+    }
+    pairs = report.model_rows(model, "M")
+    assert [(row.measured, row.verdict) for row in pairs] == [
+        ("skipped: not timed (left out by --models)", ""),
+        ("skipped: cifar-bcnn-ensemble not in the repository", ""),
+    ]
+    assert "skipped" in report.table(pairs)
 
 
 def test_wrk_output_parses() -> None:
@@ -181,6 +282,9 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
     verdicts = [(row.figure.split(",")[0], row.verdict) for row in rows if row.target]
     assert verdicts == [
         ("model: wine-bnn S=20", "MISS"),  # 90× < 100×
+        # No ensemble figures: the pairs are skipped, with no verdict.
+        ("model: wine-bnn-ensemble / wine-bnn S=100", ""),
+        ("model: cifar-bcnn-ensemble / cifar-bcnn S=32", ""),
         ("HTTP wine S=100 c=1: service p50 vs bare p50 + max wait 2 ms + 2 ms", "MISS"),
         ("HTTP wine S=100 c=32: service / bare req/s", "pass"),  # 0.8
         ("HTTP cifar images/s / in-process batched predictor's", "pass"),  # 24 / 25

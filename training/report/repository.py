@@ -12,6 +12,7 @@ from pathlib import Path
 
 from models.checkpoint import ServableModel
 from models.cnn import BayesianCNN
+from models.ensemble import Ensemble
 from models.tabular import TabularRegressor
 from service.repository import find_models
 from service.schemas import family_model
@@ -31,7 +32,8 @@ def family_models(folder: Path, part: str) -> dict[str, Path]:
         raise ReportError(f"the model repository {folder} is not a folder (see --repository)")
     found = find_models(folder)
     prefix = family_model(part, "")
-    models = {name: path for name, path in found.items() if name.startswith(prefix)}
+    # By name, not by file name: "wine-bnn" before "wine-bnn-ensemble" (its file after).
+    models = {name: found[name] for name in sorted(found) if name.startswith(prefix)}
     if not models:
         raise ReportError(
             f"model repository {folder} holds no {part}-* model (it holds: "
@@ -40,9 +42,17 @@ def family_models(folder: Path, part: str) -> dict[str, Path]:
     return models
 
 
-def check_wine_model(name: str, model: ServableModel) -> TabularRegressor:
-    """``model``, if the wine split's test rows are its input; else say why not."""
-    if not isinstance(model, TabularRegressor) or model.features != WINE_FEATURES:
+def _network(model: ServableModel) -> ServableModel:
+    """One network of ``model``: itself, or an ensemble's first member (all share a kind, a
+    configuration and their standardisations)."""
+    return model.members[0] if isinstance(model, Ensemble) else model
+
+
+def check_wine_model(name: str, model: ServableModel) -> TabularRegressor | Ensemble:
+    """``model`` (one network or an ensemble), if the wine split's test rows are its input;
+    else say why not."""
+    network = _network(model)
+    if not isinstance(network, TabularRegressor) or network.features != WINE_FEATURES:
         raise ReportError(
             f"{name} is scored on the wine split, as every wine-* model is, but it is a "
             f"{model.kind} model that does not take the wine features {list(WINE_FEATURES)}"
@@ -50,12 +60,14 @@ def check_wine_model(name: str, model: ServableModel) -> TabularRegressor:
     return model
 
 
-def check_cifar_model(name: str, model: ServableModel) -> BayesianCNN:
-    """``model``, if it classifies 32×32 images into the CIFAR-10 classes; else say why not."""
+def check_cifar_model(name: str, model: ServableModel) -> BayesianCNN | Ensemble:
+    """``model`` (one network or an ensemble), if it classifies 32×32 images into the
+    CIFAR-10 classes; else say why not."""
+    network = _network(model)
     fits = (
-        isinstance(model, BayesianCNN)
-        and model.classes == CIFAR10_CLASSES
-        and model.image_size == IMAGE_SIZE
+        isinstance(network, BayesianCNN)
+        and network.classes == CIFAR10_CLASSES
+        and network.image_size == IMAGE_SIZE
     )
     if not fits:
         raise ReportError(

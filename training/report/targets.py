@@ -115,14 +115,10 @@ def wine_checks(results: dict[str, WineResult]) -> list[Check]:
 def _wine_model_checks(result: WineResult, targets: WineTargets) -> list[Check]:
     name = result.name
     checks = []
-    if targets.rmse is not None:
-        checks.append(
-            Check(name, "RMSE", f"{result.rmse:.3f}", f"≤ {targets.rmse}", result.rmse <= targets.rmse)
-        )
-    if targets.nll is not None:
-        checks.append(
-            Check(name, "NLL", f"{result.nll:.3f}", f"≤ {targets.nll}", result.nll <= targets.nll)
-        )
+    bounds = (("RMSE", result.rmse, targets.rmse), ("NLL", result.nll, targets.nll))
+    for score, value, bound in bounds:
+        if bound is not None:
+            checks.append(Check(name, score, f"{value:.3f}", f"≤ {bound:.2f}", value <= bound))
     tolerance = targets.coverage_tolerance
     if tolerance is not None:
         checks += [
