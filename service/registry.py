@@ -25,6 +25,7 @@ from models.device import resolve_device, use_exact_float32
 from models.predictive import member_count, network_count
 from service.backend import BackendFactory, ModelBackend
 from service.batcher import BatcherSettings, DynamicBatcher
+from service.body_budget import BodyBudget
 from service.errors import InputError, ModelNotFound, ServiceUnavailable
 from service.image_decoding import ImageDecoder, default_workers
 from service.metrics import ServiceMetrics
@@ -144,8 +145,12 @@ class ModelRegistry:
     _optional: set[str] = field(default_factory=set)
     _opened: bool = False
     image_decoder: ImageDecoder = field(init=False)
+    bodies: BodyBudget = field(init=False)
 
     def __post_init__(self) -> None:
+        self.bodies = BodyBudget(
+            self.settings.max_inflight_body_bytes, self.settings.max_body_bytes
+        )
         self.image_decoder = ImageDecoder(
             workers=self.settings.decode_workers or default_workers(),
             max_image_pixels=self.settings.max_image_pixels,

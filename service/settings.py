@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         10.0, gt=0, description="a request's body must arrive within it of its headers; else 400"
     )
+    max_inflight_body_bytes: int = Field(
+        256 * MiB,
+        ge=1,
+        description="most bytes of request bodies held at once, read but not yet decoded",
+    )
     max_image_pixels: int = Field(
         MAX_PIXELS, ge=1, description="largest image, width × height; beyond it, 415"
     )

@@ -966,6 +966,40 @@ async def in_chunks(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
+def test_bodies_held_at_once_are_bounded_and_the_rest_refused_on_arrival(
+    checkpoint_dir: Path, start_app: Callable[..., Api]
+) -> None:
+    body = json.dumps(batch(*WINE_ROWS[:4])).encode()
+    # Room for one body (counted at the per-body limit while it arrives chunked), not two.
+    api = start_app(make_settings(checkpoint_dir, max_inflight_body_bytes=MAX_BODY_BYTES + 10))
+    go_on = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body[:10]
+        await go_on.wait()  # the first request holds its budget while its body trickles in
+        yield body[10:]
+
+    async def first_body_held() -> bool:
+        return api.registry.bodies.held > 0
+
+    async def both() -> tuple[httpx.Response, httpx.Response]:
+        headers = {"content-type": "application/json"}
+        first = asyncio.create_task(
+            api.client.post("/predict/wine", content=slow_body(), headers=headers)
+        )
+        await eventually(first_body_held, "the first body to be held")
+        second = await api.client.post("/predict/wine", content=body, headers=headers)
+        go_on.set()
+        return await first, second
+
+    first, second = api.run(both())
+    assert first.status_code == 200, first.text
+    assert second.status_code == 503 and int(second.headers["retry-after"]) >= 1
+    assert "MAX_INFLIGHT_BODY_BYTES" in second.json()["detail"]
+    assert api.registry.bodies.held == 0  # given back once decoded, or refused
+    api.wine_ok(batch(WINE_ROWS[0]))  # and the service takes bodies again
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_body_over_the_limit_is_413(api: Api, framing: str) -> None:
     body = json.dumps(batch(*[WINE_ROWS[0]] * 1000)).encode()

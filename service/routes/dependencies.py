@@ -51,11 +51,19 @@ async def answer(
     504 past the deadline; ``ClientDisconnect`` (answered 499) if the client leaves.
     """
     admission = admit(served)
+    bodies = registry_of(request).bodies
+    try:
+        body_bytes = bodies.take(request)  # a 503 if the service holds enough bodies already
+    except ServiceUnavailable:
+        admission.release()
+        raise
     try:
         async with asyncio.timeout_at(admission.deadline):
             body = await read()
             async with cancelled_on_disconnect(request):
                 job, context = await decode(body)
+                bodies.give_back(body_bytes)  # decoded: the body is no longer held
+                body_bytes = 0
                 result = await run_batched(served, job, admission, request_id_of(request))
     except TimeoutError:
         raise DeadlineExceeded(
@@ -63,6 +71,7 @@ async def answer(
             f"{served.settings.timeout_s:g} s (reading and decoding its body, waiting, running)"
         ) from None
     finally:
+        bodies.give_back(body_bytes)
         admission.release()
     return job, result, context
 
