@@ -101,12 +101,6 @@ def test_memory_stays_bounded_whatever_is_sent(bombs: list[Phase]) -> None:
     assert_no_crash(phase for phase in bombs if phase is not bombs[4])
 
 
-@pytest.mark.xfail(
-    reason="service/image_decoding.py PixelBudget.acquire: a waiter cancelled (its client left) "
-    "after release() has already popped its entry calls deque.remove on it: ValueError, a 500 "
-    "in the log; fails in some runs, not all",
-    strict=False,
-)
 def test_clients_that_leave_cause_no_500(bombs: list[Phase]) -> None:
     leave = bombs[4]
     assert leave.load.startswith("clients that leave")

@@ -210,3 +210,21 @@ def test_pixel_budget_grants_in_arrival_order_and_forgets_the_cancelled() -> Non
         assert budget.held == 10
 
     asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+
+
+def test_pixel_budget_waiter_cancelled_after_release_dropped_it_is_only_cancelled() -> None:
+    """A client leaves; release() drops its entry before the waiter's own clean-up runs."""
+
+    async def main() -> None:
+        budget = PixelBudget(10)
+        assert await budget.acquire(10) == 10
+        waiter = asyncio.create_task(budget.acquire(5))
+        await asyncio.sleep(0)  # now waiting in the queue
+        waiter.cancel()  # its future is cancelled at once; its except block runs later
+        budget.release(10)  # pops the cancelled entry from the head
+        with pytest.raises(asyncio.CancelledError):
+            await waiter  # cancelled, not a ValueError from a second removal
+        assert budget.held == 0
+        assert await budget.acquire(10) == 10
+
+    asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
