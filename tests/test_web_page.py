@@ -51,6 +51,8 @@ GOLDEN_IMAGES = ROOT / "tests" / "golden" / "images"
 # (taken for a cat) is not (0.31, above the threshold of 0.19 from its test set).
 SURE_IMAGE, UNSURE_IMAGE = "cat-0000.jpg", "bird-0001.jpg"
 CIFAR_SAMPLES = 4
+# Five deterministic networks: unlike wine-gaussian, a spread between members to show.
+ENSEMBLE = "wine-gaussian-ensemble"
 # Small enough that one large image is refused with the API's own 413.
 MAX_REQUEST_PIXELS = 1_000_000
 DESKTOP = {"width": 1100, "height": 900}
@@ -89,8 +91,8 @@ def browser() -> Iterator[Any]:
 def server() -> Iterator[LiveServer]:
     env = {
         "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
-        # The three committed models only: an ensemble beside them would only slow start-up.
-        "MODELS": json.dumps(["wine-bnn", "wine-gaussian", "cifar-bcnn"]),
+        # The three single networks and one ensemble (small: a tabular one), for a quick start.
+        "MODELS": json.dumps(["wine-bnn", "wine-gaussian", "cifar-bcnn", ENSEMBLE]),
         "CIFAR_BCNN__DEFAULT_SAMPLES": str(CIFAR_SAMPLES),
         "CIFAR_BCNN__MAX_SAMPLES": "8",
         # One request in flight fills wine-gaussian's queue: a real 503 on demand.
@@ -265,6 +267,47 @@ def test_keyboard_alone_fills_the_form_and_submits_it(watched: Watched, server: 
     assert numbers == regression_numbers(answer["predictions"][0])
     assert numbers["epistemic_std"] is None  # one deterministic network: not modelled
     assert "not modelled" in page.inner_text("#split-caption")
+
+
+def test_an_ensemble_shows_its_members_and_their_disagreement(
+    watched: Watched, server: LiveServer
+) -> None:
+    page = watched.open()
+    models = {m["name"]: m for m in httpx.get(f"{server.url}/models").json()["models"]}
+    assert page.eval_on_selector_all("#model option", "n => n.map(o => o.value)") == list(models)
+    members = models[ENSEMBLE]["members"]
+    assert members > 1
+    page.select_option("#model", ENSEMBLE)
+    assert f"× {members}" in page.inner_text("#model-summary")
+    assert page.input_value("#row-samples") == str(models[ENSEMBLE]["default_samples"])
+    page.click("#row-submit")
+    page.wait_for_selector("#row-result:not([hidden])", timeout=WAIT_MS)
+
+    answer = predict(server, ENSEMBLE, json={"instances": [typed_row(page)]}).json()
+    numbers = shown(page, "#row-numbers")
+    assert numbers == regression_numbers(answer["predictions"][0])
+    # Deterministic members, yet a modelled epistemic part: the spread between them (API.md).
+    assert numbers["epistemic_std"] is not None and numbers["epistemic_std"] > 0
+    labels = page.evaluate("Chart.getChart('split-chart').data.datasets.map(d => d.label)")
+    assert [label.split()[0] for label in labels] == ["Epistemic", "Aleatoric"]
+    assert "not modelled" not in page.inner_text("#split-caption")
+
+
+def test_nothing_to_send_is_said_by_the_page_not_as_an_api_error(watched: Watched) -> None:
+    page = watched.open()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.select_option("#model", "wine-bnn")
+    page.click("#table-submit")  # no rows pasted
+    page.wait_for_selector("#error[data-status='not-sent']", timeout=WAIT_MS)
+    assert "Nothing sent yet" in page.inner_text("#error")
+    assert "422" not in page.inner_text("#error")  # no status the API did not answer
+    assert page.get_attribute("#table-text", "aria-invalid") == "true"
+    page.select_option("#model", "cifar-bcnn")
+    page.click("#image-submit")  # no image chosen
+    page.wait_for_selector("#error[data-status='not-sent']", timeout=WAIT_MS)
+    assert "Choose or drop at least one image" in page.inner_text("#error")
+    assert not [url for url in asked if "/predict/" in url]
 
 
 def test_a_table_of_rows_shows_each_rows_answer(watched: Watched, server: LiveServer) -> None:

@@ -122,7 +122,11 @@
     return body;
   }
 
+  // What the page itself refuses before asking the API: not an HTTP status, so none is shown.
+  const NOT_SENT = "not-sent";
+
   const STATUS_TITLES = {
+    [NOT_SENT]: "Nothing sent yet",
     0: "No answer",
     404: "Not found (404)",
     413: "Too large (413)",
@@ -485,7 +489,7 @@
     clearErrors();
     const { instances } = parseTable($("table-text").value, model);
     if (!instances.length) {
-      showError(new ApiError(422, [{ loc: ["body"], msg: "Paste at least one row (or read a CSV file) first" }]), $("table-form"));
+      showError(new ApiError(NOT_SENT, [{ loc: ["body"], msg: "Paste at least one row (or read a CSV file) first" }]), $("table-form"));
       return;
     }
     const path = predictPath(model) + query($("row-samples"), $("row-level"));
@@ -572,7 +576,7 @@
     const model = state.model;
     clearErrors();
     if (!state.images.length) {
-      showError(new ApiError(422, [{ loc: ["body", "files"], msg: "Choose or drop at least one image first" }]), null);
+      showError(new ApiError(NOT_SENT, [{ loc: ["body", "files"], msg: "Choose or drop at least one image first" }]), null);
       return;
     }
     const body = new FormData();
