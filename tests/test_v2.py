@@ -32,6 +32,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+import service.tasks.image_classification
 import service.tasks.tabular_regression
 from bench import report
 from service.app import create_app
@@ -384,6 +385,33 @@ def test_infer_answers_only_the_outputs_asked_for_each_in_its_form(
     assert mean["parameters"] == {"binary_data_size": 2 * 4} and "data" not in mean
 
 
+def test_image_infer_answers_only_the_outputs_asked_for_each_in_its_form(
+    client: triton.InferenceServerClient, live_server: LiveServer
+) -> None:
+    pixels = np.stack([random_pixels(seed) for seed in (5, 6)])
+    files = [
+        ("files", (f"{i}.png", image_file(p, "PNG"), "image/png")) for i, p in enumerate(pixels)
+    ]
+    parameters = {"samples": 5, "level": 0.8}
+    expected = classification_columns(
+        predict(live_server.url, "cifar-bcnn", files=files, params=parameters)
+    )
+    asked = {"label": True, "upper": False, "class_index": True}  # name: as binary data
+    outputs = [triton.InferRequestedOutput(n, binary_data=b) for n, b in asked.items()]
+    result = client.infer(
+        "cifar-bcnn", [pixels_input(pixels)], outputs=outputs, parameters=parameters
+    )
+    assert_same_outputs(result, {name: expected[name] for name in asked})
+    response = result.get_response()
+    assert response["parameters"] == {"samples": 5, "level": 0.8}
+    label, upper, class_index = response["outputs"]
+    assert (label["datatype"], label["shape"]) == ("BYTES", [2]) and "data" not in label
+    assert (upper["datatype"], upper["shape"]) == ("FP32", [2, 10]) and "parameters" not in upper
+    assert len(upper["data"]) == 2 * 10
+    assert class_index["datatype"] == "INT64"
+    assert class_index["parameters"] == {"binary_data_size": 2 * 8}
+
+
 def test_a_plain_json_request_gets_a_plain_json_answer(live_server: LiveServer) -> None:
     """What a curl user sends (README): JSON in, JSON out, no binary part."""
     request = {
@@ -416,20 +444,31 @@ def test_a_plain_json_request_gets_a_plain_json_answer(live_server: LiveServer) 
 # Errors: the protocol's {"error": ...}, saying which tensor, dimension or parameter
 
 
+@pytest.mark.parametrize(
+    ("model", "make_input"),
+    [
+        ("wine-bnn", lambda: wine_input(WINE_ROWS[:1])),
+        ("cifar-bcnn", lambda: pixels_input(random_pixels(0)[None])),
+    ],
+    ids=["tabular", "image"],
+)
 def test_an_unknown_model_or_version_is_404_naming_what_is_served(
-    client: triton.InferenceServerClient, listed: dict[str, dict[str, Any]]
+    client: triton.InferenceServerClient,
+    listed: dict[str, dict[str, Any]],
+    model: str,
+    make_input: Callable[[], triton.InferInput],
 ) -> None:
-    version = listed["wine-bnn"]["version"]
+    version = listed[model]["version"]
     for call in (
-        lambda: client.infer("no-such-model", [wine_input(WINE_ROWS[:1])]),
+        lambda: client.infer("no-such-model", [make_input()]),
         lambda: client.get_model_metadata("no-such-model"),
     ):
         error = refused(call)
         assert error.status() == "404"
-        assert "'no-such-model'" in error.message() and "wine-bnn" in error.message()
+        assert "'no-such-model'" in error.message() and model in error.message()
     for call in (
-        lambda: client.infer("wine-bnn", [wine_input(WINE_ROWS[:1])], model_version="0" * 12),
-        lambda: client.get_model_metadata("wine-bnn", "0" * 12),
+        lambda: client.infer(model, [make_input()], model_version="0" * 12),
+        lambda: client.get_model_metadata(model, "0" * 12),
     ):
         error = refused(call)
         assert error.status() == "404"
@@ -853,25 +892,33 @@ def service_logging() -> Iterator[None]:
 
 # Two requests may wait for the model; a third is refused.
 QUEUE = 2
+# CIFAR as the live server runs it: few samples, so that its warm-up is quick.
+CIFAR_FEW_SAMPLES = {"default_samples": 4, "max_samples": CIFAR_MAX_SAMPLES}
 
 
 @pytest.fixture(scope="module")
 def held(checkpoint_dir: Path) -> Iterator[ThreadServer]:
     settings = Settings(
         model_repository=checkpoint_dir,
-        models=("wine-bnn",),
+        models=("wine-bnn", "cifar-bcnn"),
         log_level="warning",
-        per_model={"wine_bnn": {"max_queue_size": QUEUE}},
+        per_model={
+            "wine_bnn": {"max_queue_size": QUEUE},
+            "cifar_bcnn": {"max_queue_size": QUEUE, **CIFAR_FEW_SAMPLES},
+        },
     )
     with ThreadServer(settings) as server:
-        poll(server.ready, "wine-bnn to warm up")
+        poll(server.ready, "wine-bnn and cifar-bcnn to warm up")
         yield server
 
 
 @pytest.fixture
-def gate(held: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
-    """wine-bnn's model passes wait at the gate until the test opens it (or ends)."""
-    batcher = held.served("wine-bnn").batcher
+def gate(
+    held: ThreadServer, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Gate]:
+    """The model's passes (wine-bnn's, unless parametrized with another name) wait at the gate
+    until the test opens it (or ends)."""
+    batcher = held.served(getattr(request, "param", "wine-bnn")).batcher
     assert batcher is not None
     closed = Gate(batcher._predict)
     monkeypatch.setattr(batcher, "_predict", closed)
@@ -912,30 +959,42 @@ def test_a_v2_and_a_predict_request_share_one_model_pass_and_answer_alike(
     assert_same_outputs(v2, regression_columns(rest.json()))
 
 
+# Per model: the i-th of four single-instance inputs, the same four as an array, an output.
+IMAGES = np.stack([random_pixels(seed) for seed in range(10, 14)])
+SINGLE_INPUTS: dict[str, tuple[Callable[[int], triton.InferInput], np.ndarray, str]] = {
+    "wine-bnn": (lambda i: wine_input(WINE_ROWS[i : i + 1]), WINE_ROWS[:4], "mean"),
+    "cifar-bcnn": (lambda i: pixels_input(IMAGES[i : i + 1]), IMAGES, "confidence"),
+}
+
+
+@pytest.mark.parametrize(
+    ("gate", "model"),
+    [("wine-bnn", "wine-bnn"), ("cifar-bcnn", "cifar-bcnn")],
+    ids=["tabular", "image"],
+    indirect=["gate"],
+)
 def test_a_full_queue_is_503_with_retry_after_and_runs_nothing_of_the_refused(
-    held: ThreadServer, gate: Gate
+    held: ThreadServer, gate: Gate, model: str
 ) -> None:
-    served = held.served("wine-bnn")
-    body, json_size = triton.InferenceServerClient.generate_request_body(
-        [wine_input(WINE_ROWS[3:4])]
-    )
+    served = held.served(model)
+    single, instances, output = SINGLE_INPUTS[model]
+    body, json_size = triton.InferenceServerClient.generate_request_body([single(3)])
 
     async def overload() -> tuple[list[Any], InferenceServerException, httpx.Response]:
         async with (
             httpx.AsyncClient(base_url=held.url, timeout=HANG_GUARD_S) as http,
             triton_aio.InferenceServerClient(held.host) as client,
         ):
-            first = asyncio.create_task(client.infer("wine-bnn", [wine_input(WINE_ROWS[:1])]))
+            first = asyncio.create_task(client.infer(model, [single(0)]))
             await gate.entered()
-            waiting = [
-                asyncio.create_task(client.infer("wine-bnn", [wine_input(WINE_ROWS[i : i + 1])]))
-                for i in (1, 2)
-            ]
+            waiting = [asyncio.create_task(client.infer(model, [single(i)])) for i in (1, 2)]
             await queued(served, QUEUE)
             with pytest.raises(InferenceServerException) as caught:
-                await client.infer("wine-bnn", [wine_input(WINE_ROWS[3:4])])
+                await client.infer(model, [single(3)])
             raw = await http.post(
-                INFER, content=body, headers={"Inference-Header-Content-Length": str(json_size)}
+                f"/v2/models/{model}/infer",
+                content=body,
+                headers={"Inference-Header-Content-Length": str(json_size)},
             )
             gate.open()
             return [await first, *[await w for w in waiting]], caught.value, raw
@@ -946,43 +1005,68 @@ def test_a_full_queue_is_503_with_retry_after_and_runs_nothing_of_the_refused(
     assert raw.status_code == 503
     assert int(raw.headers["retry-after"]) >= 1
     assert list(raw.json()) == ["error"]
-    assert all(result.as_numpy("mean").shape == (1,) for result in answered)
+    assert all(result.as_numpy(output).shape == (1,) for result in answered)
     processed = np.concatenate([job.inputs for (jobs,) in gate.calls for job in jobs])
-    np.testing.assert_array_equal(processed, WINE_ROWS[:3])  # the refused rows never ran
+    np.testing.assert_array_equal(processed, instances[:3])  # the refused one never ran
 
 
+# Per task kind: its module, the predictor class its warm-up builds, a model, settings, one
+# JSON input tensor and an output.
+WARMING_UP: dict[str, tuple[Any, str, str, dict[str, Any], dict[str, Any], str]] = {
+    "tabular": (
+        service.tasks.tabular_regression,
+        "RegressionPredictor",
+        "wine-gaussian",
+        {},
+        {"name": "input", "datatype": "FP32", "shape": [1, 11], "data": WINE_ROWS[0].tolist()},
+        "mean",
+    ),
+    "image": (
+        service.tasks.image_classification,
+        "ClassificationPredictor",
+        "cifar-bcnn",
+        {"cifar_bcnn": CIFAR_FEW_SAMPLES},
+        {
+            "name": "image",
+            "datatype": "UINT8",
+            "shape": [1, 32, 32, 3],
+            "data": random_pixels(7).ravel().tolist(),
+        },
+        "confidence",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(WARMING_UP))
 def test_a_model_warming_up_is_503_with_retry_after_until_it_is_ready(
-    checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    module = service.tasks.tabular_regression
-    warm_up = Gate(module.RegressionPredictor)
-    monkeypatch.setattr(module, "RegressionPredictor", warm_up)
+    module, predictor, model, per_model, tensor, output = WARMING_UP[kind]
+    warm_up = Gate(getattr(module, predictor))
+    monkeypatch.setattr(module, predictor, warm_up)
     settings = Settings(
-        model_repository=checkpoint_dir, models=("wine-gaussian",), log_level="warning"
+        model_repository=checkpoint_dir, models=(model,), log_level="warning", per_model=per_model
+    )
+    body = {"inputs": [tensor]}
+    single = triton.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
+    single.set_data_from_numpy(
+        np.array(tensor["data"], dtype=np.float32 if kind == "tabular" else np.uint8).reshape(
+            tensor["shape"]
+        )
     )
     try:
         with ThreadServer(settings) as server, triton.InferenceServerClient(server.host) as client:
             poll(lambda: bool(warm_up.calls), "the warm-up to reach the gate")
             assert client.is_server_live()
             assert not client.is_server_ready()
-            assert not client.is_model_ready("wine-gaussian")
-            assert client.get_model_metadata("wine-gaussian")["name"] == "wine-gaussian"
-            error = refused(lambda: client.infer("wine-gaussian", [wine_input(WINE_ROWS[:1])]))
+            assert not client.is_model_ready(model)
+            assert client.get_model_metadata(model)["name"] == model
+            error = refused(lambda: client.infer(model, [single]))
             assert error.status() == "503" and "not loaded yet" in error.message()
-            body = {
-                "inputs": [
-                    {
-                        "name": "input",
-                        "datatype": "FP32",
-                        "shape": [1, 11],
-                        "data": WINE_ROWS[0].tolist(),
-                    }
-                ]
-            }
             for method, path, keys in (
                 ("GET", "/v2/health/ready", ["ready", "error"]),
-                ("GET", "/v2/models/wine-gaussian/ready", ["name", "ready", "error"]),
-                ("POST", "/v2/models/wine-gaussian/infer", ["error"]),
+                ("GET", f"/v2/models/{model}/ready", ["name", "ready", "error"]),
+                ("POST", f"/v2/models/{model}/infer", ["error"]),
             ):
                 response = httpx.request(
                     method, f"{server.url}{path}", json=body if method == "POST" else None
@@ -991,11 +1075,9 @@ def test_a_model_warming_up_is_503_with_retry_after_until_it_is_ready(
                 assert int(response.headers["retry-after"]) >= 1, path
                 assert list(response.json()) == keys, path
             warm_up.open()
-            poll(server.ready, "wine-gaussian to warm up")
-            assert client.is_model_ready("wine-gaussian")
-            assert client.infer("wine-gaussian", [wine_input(WINE_ROWS[:1])]).as_numpy(
-                "mean"
-            ).shape == (1,)
+            poll(server.ready, f"{model} to warm up")
+            assert client.is_model_ready(model)
+            assert client.infer(model, [single]).as_numpy(output).shape == (1,)
     finally:
         warm_up.open()
 
