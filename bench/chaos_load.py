@@ -322,16 +322,29 @@ async def read_all(reader: asyncio.StreamReader, opened: float, bound_s: float) 
     return RawAnswer(status_of(data), time.perf_counter() - opened, data, failure)
 
 
-async def raw_exchange(port: int, request: bytes, *, bound_s: float) -> RawAnswer:
-    """Write ``request`` at once and read what comes back until the server closes."""
+async def raw_exchange(
+    port: int,
+    request: bytes,
+    *,
+    bound_s: float,
+    written: Callable[[], None] | None = None,
+) -> RawAnswer:
+    """Write ``request`` at once and read what comes back until the server closes; call
+    ``written`` once the request has been handed to the kernel (or could not be)."""
     opened = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection(HOST, port)
     except OSError:
+        if written is not None:
+            written()
         return RawAnswer(None, None, b"", REFUSED)
     try:
-        writer.write(request)
-        await writer.drain()
+        try:
+            writer.write(request)
+            await writer.drain()
+        finally:
+            if written is not None:
+                written()
         return await read_all(reader, opened, bound_s)
     except OSError:
         return RawAnswer(None, time.perf_counter() - opened, b"", DROPPED)
@@ -339,6 +352,31 @@ async def raw_exchange(port: int, request: bytes, *, bound_s: float) -> RawAnswe
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def unread_by_server(port: int) -> int | None:
+    """Connections to ``port`` on this machine whose request the server has not read yet:
+    those waiting in its listening socket's accept queue, and accepted ones with bytes in
+    their receive queue (Linux's ``/proc/net/tcp``; None where there is none)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    unread = 0
+    for line in lines:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.rsplit(":", 1)[1], 16) != port:
+            continue
+        received = int(queues.split(":")[1], 16)
+        if state == _TCP_LISTEN:
+            unread += received  # a listening socket's rx_queue: its accept queue's length
+        elif received:
+            unread += 1
+    return unread
+
+
+_TCP_LISTEN: Final = "0A"
 
 
 def http_request(

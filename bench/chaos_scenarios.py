@@ -9,6 +9,7 @@ full suite or the ``--quick`` one that ``make test`` runs a part of.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -43,6 +44,7 @@ from bench.chaos_load import (
     serve,
     server_settings,
     service_env,
+    unread_by_server,
 )
 from bench.chaos_report import Check, Phase, no_failures
 from bench.checkpoints import CIFAR_MODEL, WINE_MODEL
@@ -809,19 +811,34 @@ def _short_phase(short: list[RawAnswer], timeout_s: float | None, rss: int) -> P
 
 SIGTERM_ROWS: Final = 8
 SIGTERM_SAMPLES: Final = 1000
-SIGTERM_AFTER_S: Final = 0.2
+# How long after the server has read every request the signal comes: time for the app to
+# take each up (admit or refuse it), not for the model to answer them.
+SIGTERM_AFTER_S: Final = 0.05
+# The model's deadline in this scenario: long enough that every request is admitted (its
+# backlog fits), so that SIGTERM finds admitted work in flight rather than fast 503s.
+SIGTERM_TIMEOUT_S: Final = 60.0
+# The longest the signal waits for the server to have read every request.
+SIGTERM_READ_BOUND_S: Final = 10.0
 
 
 def sigterm(scale: Scale) -> list[Phase]:
     """Requests in flight when the server is told to stop: every one it took is answered
-    before it exits, none is dropped."""
+    before it exits, none is dropped.
+
+    Every request is written at once; the signal comes once the server has read all of them
+    (none waits in its accept queue or its receive buffers) and has taken each up: admitted
+    it, or refused it at once. A connection the server has not yet accepted when it stops
+    listening is reset by the kernel, which no server can answer; what it has taken must all
+    be answered.
+    """
     n = scale.sigterm_requests
-    with serve(service_env([WINE_MODEL])) as live:
+    deadline = {f"{settings_key(WINE_MODEL).upper()}__TIMEOUT_S": f"{SIGTERM_TIMEOUT_S:g}"}
+    with serve(service_env([WINE_MODEL], **deadline)) as live:
         example = wine_example(live, WINE_MODEL)
         body = json.dumps({"instances": [example] * SIGTERM_ROWS}).encode()
         path = f"/predict/{WINE_MODEL}?samples={SIGTERM_SAMPLES}"
         request = http_request(path, body)
-        answers, before, exit_s, code, rss = asyncio.run(_sigterm_run(live, request, n))
+        run = asyncio.run(_sigterm_run(live, request, n))
         crash_check = log_check(live)
     tally = Tally(
         [
@@ -832,57 +849,99 @@ def sigterm(scale: Scale) -> list[Phase]:
                 a.failure,
                 retry_after=header_of(a.data, "retry-after"),
             )
-            for a in answers
+            for a in run.answers
         ]
     )
-    admitted = tally.statuses.get(200, 0)
+    refusals = Counter(
+        "shutting down" if b"shutting down" in a.data else "at capacity"
+        for a in run.answers
+        if a.status == 503
+    )
+    refused = ", ".join(f"{reason}: {k}" for reason, k in refusals.most_common()) or "none"
+    unread = "unknown" if run.unread is None else str(run.unread)
     return [
         Phase(
             "SIGTERM mid-load",
-            f"{n} requests of {SIGTERM_ROWS} wine rows at S={SIGTERM_SAMPLES}, all written at "
-            f"once; SIGTERM {SIGTERM_AFTER_S:g} s later",
+            f"{n} requests of {SIGTERM_ROWS} wine rows at S={SIGTERM_SAMPLES} (deadline "
+            f"{SIGTERM_TIMEOUT_S:g} s), all written at once; SIGTERM {SIGTERM_AFTER_S:g} s "
+            f"after the server had read them all ({run.waited_s:.2f} s after the first was "
+            "written)",
             tally,
-            rss,
-            f"server exited {exit_s:.1f} s after SIGTERM with code {code}",
+            run.rss,
+            f"server exited {run.exit_s:.1f} s after SIGTERM with code {run.code}",
             [
                 Check(
                     "in flight when SIGTERM came",
-                    f"{n - before} of {n} (answered before it: {before})",
+                    f"{n - run.before} of {n} (answered before it: {run.before}; not yet read "
+                    f"by the server: {unread})",
                     "",
                 ),
                 Check(
                     "requests dropped (accepted, then closed without an answer)",
-                    f"{tally.dropped} of {n}; answered 200: {admitted}, refused 503 while "
-                    f"shutting down: {tally.statuses.get(503, 0)}",
+                    f"{tally.dropped} of {n}; answered 200: {tally.statuses.get(200, 0)}, "
+                    f"refused 503: {refused}",
                     "0",
                     tally.dropped == 0,
                 ),
                 no_failures(tally),
                 crash_check,
             ],
-            figures={"answered_before_sigterm": before},
+            figures={
+                "answered_before_sigterm": run.before,
+                "in_flight_at_sigterm": n - run.before,
+                "unread_at_sigterm": run.unread,
+            },
         )
     ]
 
 
-async def _sigterm_run(
-    live: LiveServer, request: bytes, count: int
-) -> tuple[list[RawAnswer], int, float, int | None, int]:
-    """Write every request, wait, SIGTERM; the answers, how many came before the signal, the
-    seconds to exit, the exit code and the peak RSS just before the signal."""
+@dataclass(frozen=True)
+class _SigtermRun:
+    answers: list[RawAnswer]
+    before: int  # answered before the signal
+    unread: int | None  # requests the server had not read when the signal came
+    waited_s: float  # from writing the first request to the signal
+    exit_s: float  # from the signal to the server's exit
+    code: int | None
+    rss: int  # the server's peak RSS just before the signal
+
+
+async def _sigterm_run(live: LiveServer, request: bytes, count: int) -> _SigtermRun:
+    """Write every request, wait until the server has read them all, SIGTERM, collect."""
     assert live.process is not None
+    pending = count
+    all_written = asyncio.Event()
+
+    def written() -> None:
+        nonlocal pending
+        pending -= 1
+        if pending == 0:
+            all_written.set()
+
+    started = time.perf_counter()
     exchanges = [
-        asyncio.create_task(raw_exchange(live.port, request, bound_s=REQUEST_TIMEOUT_S))
+        asyncio.create_task(
+            raw_exchange(live.port, request, bound_s=REQUEST_TIMEOUT_S, written=written)
+        )
         for _ in range(count)
     ]
+    bound = started + SIGTERM_READ_BOUND_S
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SIGTERM_READ_BOUND_S):
+            await all_written.wait()
+    unread = unread_by_server(live.port)
+    while unread and time.perf_counter() < bound:
+        await asyncio.sleep(0.01)
+        unread = unread_by_server(live.port)
     await asyncio.sleep(SIGTERM_AFTER_S)
     rss = peak_rss(live)
     before = sum(1 for task in exchanges if task.done())
+    waited = time.perf_counter() - started
     live.process.send_signal(signal.SIGTERM)
     signalled = time.perf_counter()
     answers = await asyncio.gather(*exchanges)
     code = await asyncio.to_thread(live.process.wait, REQUEST_TIMEOUT_S)
-    return answers, before, time.perf_counter() - signalled, code, rss
+    return _SigtermRun(answers, before, unread, waited, time.perf_counter() - signalled, code, rss)
 
 
 SCENARIOS: Final[dict[str, Callable[[Scale], list[Phase]]]] = {

@@ -23,6 +23,7 @@ from bench.chaos_scenarios import (
     cifar_overload,
     image_bombs,
     poisoned_batches,
+    sigterm,
     wine_overload,
 )
 
@@ -122,6 +123,24 @@ def test_wine_overload_drops_nothing_and_every_503_says_when_to_retry() -> None:
     tally = phase.tally
     assert tally.sent == QUICK.wine_requests
     assert set(tally.statuses) <= {200, 503, 504}, tally.describe_statuses()
+    assert tally.missing_retry_after == 0
+    assert_every_request_answered(tally)
+    assert_no_crash([phase])
+
+
+def test_sigterm_mid_load_loses_nothing_the_server_took() -> None:
+    """Every request written at once; SIGTERM once the server has read them all: each is
+    answered (200, or a 503 refusal with its Retry-After), none dropped."""
+    (phase,) = sigterm(QUICK)
+    tally = phase.tally
+    assert tally.sent == QUICK.sigterm_requests
+    # Otherwise the signal came after the work, and nothing here is about shutting down.
+    assert phase.figures["in_flight_at_sigterm"] > 0
+    if phase.figures["unread_at_sigterm"] is not None:  # None: no /proc/net/tcp to ask
+        assert phase.figures["unread_at_sigterm"] == 0, "requests still unread at SIGTERM"
+    assert tally.dropped == 0, tally.describe_statuses()
+    assert set(tally.statuses) <= {200, 503}, tally.describe_statuses()
+    assert 200 in tally.statuses, tally.describe_statuses()
     assert tally.missing_retry_after == 0
     assert_every_request_answered(tally)
     assert_no_crash([phase])
