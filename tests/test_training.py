@@ -75,7 +75,8 @@ def test_wine_defaults_are_the_committed_checkpoints(checkpoint_dir: Path) -> No
         assert (recorded["batch_size"], recorded["lr"], recorded["seed"]) == (64, 1e-3, 0)
 
 
-def test_evaluate_rescores_a_table_model_on_its_own_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize("members", [1, 2], ids=["one network", "an ensemble"])
+def test_evaluate_rescores_a_table_model_on_its_own_split(tmp_path: Path, members: int) -> None:
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (120, 2))
     y = x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.1, 120)
@@ -83,6 +84,7 @@ def test_evaluate_rescores_a_table_model_on_its_own_split(tmp_path: Path) -> Non
     rows = [f"{a:.5f},{b:.5f},{t:.5f}" for (a, b), t in zip(x, y, strict=True)]
     csv.write_text("\n".join(["u,v,w", *rows]) + "\n")
     argv = ["--csv", str(csv), "--target", "w", "--name", "plane", "--epochs", "5"]
+    argv += ["--members", str(members)]
     metrics = train_tabular.main([*argv, "--output-dir", str(tmp_path), "--no-progress"])
     checkpoint = tmp_path / "plane.safetensors"
     assert_same_metrics(evaluate.main([str(checkpoint), "--csv", str(csv)]), metrics)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from models.checkpoint import CheckpointError, load_checkpoint, manifest_path, read_manifest
 from models.cnn import BayesianCNN
 from models.device import resolve_device
+from models.ensemble import Ensemble
 from models.images import ImageDecodeError, to_model_input
 from models.predictive import (
     class_probability_samples,
@@ -182,7 +183,7 @@ def record_thresholds(checkpoint: Path, thresholds: dict[str, Any], command: str
 
 
 def _tabular_test_rows(
-    model: TabularRegressor, args: argparse.Namespace
+    model: TabularRegressor | Ensemble, args: argparse.Namespace
 ) -> tuple[np.ndarray, np.ndarray]:
     if args.csv is None:
         if model.features != WINE_FEATURES:
@@ -210,7 +211,7 @@ def _tabular_test_rows(
     return split.x_test, split.y_test
 
 
-def _image_test_set(model: BayesianCNN, args: argparse.Namespace) -> ImageSet:
+def _image_test_set(model: BayesianCNN | Ensemble, args: argparse.Namespace) -> ImageSet:
     if args.images is None:
         if model.classes != CIFAR10_CLASSES or model.image_size != IMAGE_SIZE:
             raise DataNotFoundError(
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
     metrics: dict[str, float | None]
     extra: dict[str, Any] = {}
     if model.task == IMAGE_CLASSIFICATION:
-        assert isinstance(model, BayesianCNN)
+        assert isinstance(model, BayesianCNN | Ensemble)
         test = _image_test_set(model, args)
         scores = score_classification(model, test.images, test.labels, samples=samples)
         metrics = dict(scores.metrics)
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
             command = training_command("training.evaluate", argv)
             print(f"wrote {record_thresholds(args.checkpoint, scores.thresholds, command)}")
     elif model.task == TABULAR_REGRESSION:
-        assert isinstance(model, TabularRegressor)
+        assert isinstance(model, TabularRegressor | Ensemble)
         if args.write_thresholds:
             parser.error("--write-thresholds: only image models have an epistemic threshold")
         x_test, y_test = _tabular_test_rows(model, args)
