@@ -22,7 +22,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, load_checkpoint, manifest_path, read_manifest
+from models.checkpoint import (
+    CheckpointError,
+    ServableModel,
+    load_checkpoint,
+    manifest_path,
+    read_manifest,
+)
 from models.cnn import BayesianCNN
 from models.device import resolve_device
 from models.ensemble import Ensemble
@@ -224,6 +230,36 @@ def _image_test_set(model: BayesianCNN | Ensemble, args: argparse.Namespace) -> 
     )
 
 
+def add_test_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where a model's test split comes from: wine and CIFAR-10 by default, or one's own."""
+    parser.add_argument("--data-dir", type=Path, default=None)
+    table = parser.add_argument_group("a tabular model trained on a table of one's own")
+    table.add_argument("--csv", type=Path, default=None, help="the CSV file it was trained on")
+    table.add_argument("--target", default=None, help="target column (default: the model's)")
+    table.add_argument("--drop-invalid", action="store_true", help="as given to train_tabular")
+    images = parser.add_argument_group("an image model trained on a folder of one's own")
+    images.add_argument("--images", type=Path, default=None, help="folder with a test/ folder")
+
+
+def score_on_test_split(
+    model: ServableModel, checkpoint: Path, args: argparse.Namespace, *, samples: int
+) -> tuple[dict[str, float | None], dict[str, Any] | None]:
+    """The model's test metrics, by its task (and an image model's epistemic thresholds);
+    ``args`` say where its data is (:func:`add_test_data_options`), ``checkpoint`` names it
+    in messages and holds the fingerprint of the table it was trained on."""
+    args.checkpoint = checkpoint
+    if model.task == IMAGE_CLASSIFICATION:
+        assert isinstance(model, BayesianCNN | Ensemble)
+        test = _image_test_set(model, args)
+        scores = score_classification(model, test.images, test.labels, samples=samples)
+        return dict(scores.metrics), scores.thresholds
+    if model.task == TABULAR_REGRESSION:
+        assert isinstance(model, TabularRegressor | Ensemble)
+        x_test, y_test = _tabular_test_rows(model, args)
+        return evaluate_regression(model, x_test, y_test, samples=samples), None
+    raise CheckpointError(f"{checkpoint}: no evaluation for task {model.task!r}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float | None]:
     """``python -m training.evaluate CHECKPOINT``: score a checkpoint on its test split."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -234,43 +270,26 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
         default=None,
         help="posterior samples (default: as recorded in the manifest)",
     )
-    parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto")
-    table = parser.add_argument_group("a tabular model trained on a table of one's own")
-    table.add_argument("--csv", type=Path, default=None, help="the CSV file it was trained on")
-    table.add_argument("--target", default=None, help="target column (default: the model's)")
-    table.add_argument("--drop-invalid", action="store_true", help="as given to train_tabular")
-    images = parser.add_argument_group("an image model trained on a folder of one's own")
-    images.add_argument("--images", type=Path, default=None, help="folder with a test/ folder")
-    images.add_argument(
+    add_test_data_options(parser)
+    parser.add_argument(
         "--write-thresholds",
         action="store_true",
-        help="record the epistemic threshold in the checkpoint's manifest (weights untouched)",
+        help="image models: record the epistemic threshold in the checkpoint's manifest "
+        "(weights untouched)",
     )
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    if args.write_thresholds and model.task != IMAGE_CLASSIFICATION:
+        parser.error("--write-thresholds: only image models have an epistemic threshold")
     recorded = read_manifest(args.checkpoint).get("test_metrics", {})
     samples = args.samples or int(recorded.get("samples", 32))
-    metrics: dict[str, float | None]
-    extra: dict[str, Any] = {}
-    if model.task == IMAGE_CLASSIFICATION:
-        assert isinstance(model, BayesianCNN | Ensemble)
-        test = _image_test_set(model, args)
-        scores = score_classification(model, test.images, test.labels, samples=samples)
-        metrics = dict(scores.metrics)
-        extra[THRESHOLDS_KEY] = scores.thresholds
-        if args.write_thresholds:
-            command = training_command("training.evaluate", argv)
-            print(f"wrote {record_thresholds(args.checkpoint, scores.thresholds, command)}")
-    elif model.task == TABULAR_REGRESSION:
-        assert isinstance(model, TabularRegressor | Ensemble)
-        if args.write_thresholds:
-            parser.error("--write-thresholds: only image models have an epistemic threshold")
-        x_test, y_test = _tabular_test_rows(model, args)
-        metrics = evaluate_regression(model, x_test, y_test, samples=samples)
-    else:
-        raise CheckpointError(f"{args.checkpoint}: no evaluation for task {model.task!r}")
+    metrics, thresholds = score_on_test_split(model, args.checkpoint, args, samples=samples)
+    extra = {THRESHOLDS_KEY: thresholds} if thresholds is not None else {}
+    if thresholds is not None and args.write_thresholds:
+        command = training_command("training.evaluate", argv)
+        print(f"wrote {record_thresholds(args.checkpoint, thresholds, command)}")
     print(
         json.dumps(
             {
