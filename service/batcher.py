@@ -2,15 +2,18 @@
 
 Requests queue in arrival order. A single worker task looks at the oldest one and waits up to
 ``max_wait_ms`` after *its arrival* for company, running early as soon as ``max_batch_size``
-rows are queued. It then takes requests greedily, never reordering, while their rows fit; a
-request larger than ``max_batch_size`` runs alone rather than being split or refused.
+rows are queued, or as soon as no other request is arriving (its body being read): waiting
+then would only add latency. It then takes requests greedily, never reordering, while their
+rows fit; a request larger than ``max_batch_size`` runs alone rather than being split or
+refused.
 ``predict`` runs once per batch on a thread of its own, so the event loop keeps accepting work
 while model calls stay serialised.
 
 Overload is shed at the door, before any work is spent on a request: :meth:`admit` holds a
 place in the queue from the moment a request arrives, before its body is read or decoded, and
-refuses at once (with a retry hint from the real backlog: rows waiting × recent time per row)
-when the queue is full or its backlog could not be cleared within the deadline. The deadline,
+refuses at once (with a retry hint from the real backlog: the batches and rows waiting, at
+their measured cost) when the queue is full or its backlog could not be cleared within the
+deadline. The deadline,
 ``timeout_s`` from admission, covers the whole request: a request that would be answered late
 is refused when it is queued, and one that waits past it fails rather than running late.
 
@@ -47,9 +50,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Share of the newest batch in the running estimates of batch time and rows behind the
-# expected wait (admission, ``retry_after``).
+# Share of the newest batch (or request) in the running estimates behind the expected wait
+# (admission, ``retry_after``): the pace of batches and the rows a request brings.
 _EWMA_WEIGHT = 0.2
+# Event-loop turns a lone request gives requests already on the wire to be admitted: one for
+# the socket's read callback, one for the request's task to start, one for it to reach
+# admission (measured: more turns found no more company under a closed-loop load of 32).
+_ARRIVAL_TURNS = 3
 
 
 @dataclass(frozen=True)
@@ -168,9 +175,13 @@ class DynamicBatcher(Generic[T, R]):
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        # Running averages of a batch's seconds and rows: their ratio is the time per row.
-        self._batch_seconds: float | None = None
-        self._batch_rows: float | None = None
+        # What a batch costs: a fixed part (the number of operations, whatever the rows) plus a
+        # part per row, as measured before serving (:meth:`seed_estimate`); ``_pace`` is the
+        # running ratio of batches' measured time to that, so the estimate follows the load
+        # and the mix of ``samples`` actually asked for.
+        self._fixed_s = 0.0
+        self._per_row_s: float | None = None
+        self._pace = 1.0
         self._running_rows = 0
         self._admitted = 0  # admitted, not yet queued (their bodies are being read)
         # Running average of a request's rows: what an admitted request will likely bring.
@@ -306,11 +317,29 @@ class DynamicBatcher(Generic[T, R]):
             remaining = self._queue[0].enqueued_at + max_wait - loop.time()
             full = self._queued_rows >= self._settings.max_batch_size
             if remaining > 0 and not full and not self._closing:
-                await self._wait_for_work(remaining)
-                continue
+                if not await self._company_on_the_way():
+                    remaining = 0.0  # nobody to wait for: waiting would only add latency
+                else:
+                    await self._wait_for_work(remaining)
+                    continue
             batch = self._take_batch(loop.time())
             if batch:
                 await self._run(batch)
+
+    async def _company_on_the_way(self) -> bool:
+        """Whether waiting ``max_wait_ms`` could bring the queued requests more company.
+
+        Only if another request is arriving: admitted, its body still being read. Requests
+        whose bytes have reached the socket but not yet the app are let in first: a few turns
+        of the event loop run their read and admission callbacks. Then, with nobody on the
+        way, what is queued runs at once: a lone request (one client at a time, light load)
+        does not wait for nobody, and a burst runs as soon as its last request is queued.
+        """
+        for _ in range(_ARRIVAL_TURNS):
+            if self._admitted:
+                return True
+            await asyncio.sleep(0)
+        return self._admitted > 0
 
     async def _wait_for_work(self, timeout: float | None) -> None:
         """Sleep until ``submit``/``stop`` wakes the worker or ``timeout`` passes; no polling."""
@@ -337,11 +366,19 @@ class DynamicBatcher(Generic[T, R]):
         self._observer.on_queue_depth(len(self._queue))
         return batch
 
-    def seed_estimate(self, seconds: float, rows: int) -> None:
-        """Start the time-per-row estimate from a pass made before serving (the warm-up), so
-        that the first wave of a flood is judged at the door rather than let in whole."""
-        if self._batch_seconds is None:
-            self._observe(seconds, rows)
+    def seed_estimate(self, small: tuple[float, int], large: tuple[float, int]) -> None:
+        """Start the cost estimate from two passes made before serving, ``(seconds, rows)`` of
+        a small batch and of a large one: the line through them splits a batch's cost into
+        its fixed part and its part per row. Then the first wave of a flood is judged at the
+        door rather than let in whole, and many rows in few batches are not mistaken for
+        many batches (a one-row pass alone would charge every row the whole fixed cost).
+        """
+        (t_small, r_small), (t_large, r_large) = small, large
+        per_row = (t_large - t_small) / (r_large - r_small) if r_large != r_small else 0.0
+        if not per_row > 0:  # a noisy measure; all of it per row is the safe side
+            per_row = max(t_small / r_small, t_large / r_large)
+        self._per_row_s = per_row
+        self._fixed_s = max(0.0, t_small - per_row * r_small)
 
     async def _run(self, batch: list[_Request[T, R]]) -> None:
         loop = asyncio.get_running_loop()
@@ -451,20 +488,24 @@ class DynamicBatcher(Generic[T, R]):
         )
 
     def _observe(self, seconds: float, rows: int) -> None:
-        if self._batch_seconds is None or self._batch_rows is None:
-            self._batch_seconds, self._batch_rows = seconds, float(rows)
-        else:
-            self._batch_seconds += _EWMA_WEIGHT * (seconds - self._batch_seconds)
-            self._batch_rows += _EWMA_WEIGHT * (rows - self._batch_rows)
+        if self._per_row_s is None:  # unseeded: the first batch, all of it per row
+            self._per_row_s = seconds / rows
+            return
+        expected = self._fixed_s + self._per_row_s * rows
+        if expected > 0:
+            self._pace += _EWMA_WEIGHT * (seconds / expected - self._pace)
 
     def _expected_wait(self, rows: int) -> float | None:
-        """Seconds until ``rows`` more rows would be answered: those queued, running and
-        (likely) arriving first, at the recent time per row; None before any estimate."""
-        if self._batch_seconds is None or not self._batch_rows:
+        """Seconds until ``rows`` more rows would be answered: the batch running, then those
+        queued and (likely) arriving first, in batches of at most ``max_batch_size`` rows, at
+        the recent cost of a batch; None before any estimate."""
+        if self._per_row_s is None:
             return None
-        per_row = self._batch_seconds / self._batch_rows
         arriving = self._admitted * self._request_rows  # admitted, bodies still being read
-        return (self._queued_rows + self._running_rows + arriving + rows) * per_row
+        waiting = self._queued_rows + arriving + rows
+        batches = math.ceil(waiting / self._settings.max_batch_size) + bool(self._running_rows)
+        total_rows = waiting + self._running_rows
+        return self._pace * (batches * self._fixed_s + total_rows * self._per_row_s)
 
     def _retry_after(self) -> float:
         """Whole seconds for the backlog to clear at recent speed (at least one)."""

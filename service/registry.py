@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
@@ -300,11 +301,20 @@ class ModelRegistry:
                 predictor = await asyncio.to_thread(
                     served.task.predictor, served.settings.max_samples
                 )
-                warm_up = Job(served.task.warm_up_inputs(), predictor.max_samples, _WARM_UP_LEVEL)
-                await asyncio.to_thread(predictor, [warm_up])  # first pass: one-off costs too
-                started = time.perf_counter()
-                await asyncio.to_thread(predictor, [warm_up])
-                warm_up_seconds = time.perf_counter() - started
+                row = served.task.warm_up_inputs()
+                # First pass at the most draws: one-off costs (allocations, kernels) too.
+                await asyncio.to_thread(
+                    predictor, [Job(row, predictor.max_samples, _WARM_UP_LEVEL)]
+                )
+                # Then a batch of one row and a full one, as most requests ask: what a batch
+                # costs whatever its rows, and what each row adds (admission's estimate).
+                samples = min(served.settings.default_samples, predictor.max_samples)
+                timings = []
+                for rows in (1, served.settings.max_batch_size):
+                    job = Job(np.repeat(row[:1], rows, axis=0), samples, _WARM_UP_LEVEL)
+                    started = time.perf_counter()
+                    await asyncio.to_thread(predictor, [job])
+                    timings.append((time.perf_counter() - started, rows))
             except Exception as exc:  # e.g. out of device memory: fail this model only
                 logger.exception("%s failed to warm up", name)
                 self.failures[name] = f"warm-up failed: {exc}"
@@ -321,9 +331,9 @@ class ModelRegistry:
                 name=name,
                 observer=self.metrics.for_model(name),
             )
-            # Its time per row stands in until real batches are timed: a flood arriving at once
-            # is then judged at the door, not all let in to be refused after decoding.
-            batcher.seed_estimate(warm_up_seconds, warm_up.rows)
+            # Its cost stands in until real batches are timed: a flood arriving at once is then
+            # judged at the door, not all let in to be refused after decoding.
+            batcher.seed_estimate(*timings)
             await batcher.start()
             served.predictor, served.batcher, served.backend = predictor, batcher, batcher
             logger.info("%s is ready", name)

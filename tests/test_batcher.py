@@ -62,6 +62,15 @@ async def queued(batcher: DynamicBatcher[Any, Any], *items: Any) -> list[asyncio
     return tasks
 
 
+async def queued_rows(
+    batcher: DynamicBatcher[Any, Any], *items: tuple[Any, int]
+) -> list[asyncio.Task[Any]]:
+    """As :func:`queued`, each item with its rows."""
+    tasks = [asyncio.create_task(batcher.submit(x, rows=rows)) for x, rows in items]
+    await asyncio.sleep(0)
+    return tasks
+
+
 def test_results_reach_their_callers_in_order() -> None:
     async def main() -> None:
         predict = Recorder()
@@ -108,7 +117,20 @@ def test_rows_fill_batches_greedily_and_an_oversized_request_runs_alone() -> Non
     run(main)
 
 
-def test_lone_request_runs_after_max_wait_without_company() -> None:
+def test_lone_request_runs_at_once_rather_than_wait_for_nobody() -> None:
+    async def main() -> None:
+        predict = Recorder()
+        # A minute's wait for company: only running at once lets this finish in HANG_GUARD_S.
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=60_000))
+        await batcher.start()
+        assert await batcher.submit(4) == 40
+        assert predict.batches == [[4]]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_a_request_waits_for_one_already_arriving_and_shares_its_batch() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         called_at: list[float] = []
@@ -117,11 +139,24 @@ def test_lone_request_runs_after_max_wait_without_company() -> None:
             called_at.append(time.monotonic())  # the clock loop.time() reads
             return [x + 1 for x in items]
 
-        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=20))
+        batcher = DynamicBatcher(predict, BatcherSettings(max_wait_ms=50))
         await batcher.start()
+        arriving = batcher.admit()  # a second request's body is still being read
         submitted_at = loop.time()
-        assert await batcher.submit(41) == 42
-        assert called_at[0] - submitted_at >= 0.020  # it did wait for company first
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.02)
+        assert called_at == []  # it waits for the request on its way...
+        second = asyncio.create_task(batcher.submit(2, admission=arriving))
+        assert await asyncio.gather(first, second) == [2, 3]
+        assert len(called_at) == 1  # ...and runs with it, in one batch
+        assert called_at[0] - submitted_at < 0.05  # the batch was full enough: no more wait
+
+        # An arrival that never comes (its client left) is waited for at most max_wait_ms.
+        gone = batcher.admit()
+        submitted_at = loop.time()
+        assert await batcher.submit(3) == 4
+        assert called_at[1] - submitted_at >= 0.05
+        gone.release()
         await batcher.stop()
 
     run(main)
@@ -161,6 +196,34 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
             predict.release.set()
         assert await asyncio.gather(first, *waiting) == [0, 10, 20]
         assert 3 not in predict.seen
+        await batcher.stop()
+
+    run(main)
+
+
+def test_admission_charges_a_batch_its_fixed_cost_once_not_once_per_row() -> None:
+    """Seeded with 0.5 s a batch plus 0.1 ms a row: two more batches of 1000 rows fit a 2 s
+    deadline behind the running one, a third does not (charging every row the whole cost
+    of a one-row batch, as one timing alone would, refuses the first already)."""
+
+    async def main() -> None:
+        predict = Recorder(block_first=True)
+        settings = BatcherSettings(max_batch_size=1000, max_wait_ms=0, timeout_s=2.0)
+        batcher = DynamicBatcher(predict, settings)
+        batcher.seed_estimate((0.5, 1), (0.6, 1001))
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit("a", rows=1))
+            await predict.started.wait()
+            # Behind the running batch: 2 × 0.5 s + 1001 rows × 0.1 ms = 1.1 s, then 1.7 s.
+            admitted = await queued_rows(batcher, ("b", 1000), ("c", 1000))
+            with pytest.raises(QueueFullError) as refused:  # 4 × 0.5 s + 0.3 s = 2.3 s
+                await batcher.submit("d", rows=1000)
+            assert refused.value.retry_after == 2  # the 1.7 s queued, in whole seconds
+        finally:
+            predict.release.set()
+        assert await asyncio.gather(first, *admitted) == ["a" * 10, "b" * 10, "c" * 10]
+        assert "d" not in predict.seen
         await batcher.stop()
 
     run(main)
