@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, ray_level, report
+from bench import decode_level, machine, ray_level, report
 from bench.load import LoadToolError, wrk_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,12 @@ METHOD = """\
   machine's cores are shared by the load generator, Ray's proxy, the ingress and both
   replicas, so a second replica cannot double anything here; on a cluster it brings its own
   cores.
+- **Decode stage** (`D`): images per second of the service's image decoder
+  (`service.image_decoding.ImageDecoder`, in one event loop as in the service), 4 requests of
+  64 images at a time decoded to 32×32, with a pool of 1 thread and of 2, in alternating
+  slices: CIFAR-10 test JPEGs as they are (32×32: Pillow's header parsing, Python under the
+  GIL, is most of the work, so threads cannot share it) and re-encoded at 512×512 (a
+  photo's order of work, done in Pillow's C code without the GIL).
 - **Memory**: `VmHWM` (peak resident set) and `VmRSS` from `/proc/<pid>/status` of the
   batched service, once `/readyz` answers 200 and again after all its load.
 """
@@ -129,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         http, http_cmd = part("bench.http_level", [*http_opts, *shared], [], Path(tmp))
         ray_opts = ["--duration", "1" if args.quick else "5", *shared]
         ray, ray_cmd = part("bench.ray_level", ray_opts, [], Path(tmp))
+        decode_opts = ["--duration", "1" if args.quick else "4"]
+        decode, decode_cmd = part("bench.decode_level", decode_opts, [], Path(tmp))
     rows = report.model_rows(model, "M") + report.http_rows(http, model, "H")
-    rows += ray_level.rows(ray, "R")
+    rows += ray_level.rows(ray, "R") + decode_level.rows(decode, "D")
     text = report.table(rows)
     print("\n" + text)
     minutes = (time.monotonic() - clock) / 60
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             http_cmd,
             started,
             minutes,
-            extra_commands={"R": ray_cmd},
+            extra_commands={"R": ray_cmd, "D": decode_cmd},
         )
     )
     print(f"\n{command}: {minutes:.1f} min; wrote {args.output}")

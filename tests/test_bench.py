@@ -14,7 +14,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from bench import bodies, machine, report
+from bench import bodies, decode_level, machine, report
 from bench.bare_app import create_app as create_bare_app
 from bench.checkpoints import WINE_MODEL
 from bench.http_level import WINE_PATH
@@ -321,3 +321,24 @@ def test_server_and_load_generator_get_their_own_cores(
     assert place.server == ["taskset", "-c", server]
     assert place.load == ["taskset", "-c", load]
     assert place.server_threads == 1
+
+
+def test_the_decode_stage_is_timed_with_each_pool_size(data_dir: Path) -> None:
+    figures = decode_level.main(["--duration", "0.3", "--data-dir", str(data_dir)])
+    measured = {(p["images"], p["workers"]) for p in figures["points"]}
+    assert measured == {(images, w) for images in ("32×32 JPEG", "512×512 JPEG") for w in (1, 2)}
+    assert all(p["images_per_s"] > 0 for p in figures["points"])
+    rows = decode_level.rows(figures, "D")
+    assert [bool(row.target) for row in rows] == [False, True]  # the target is the large one's
+
+
+def test_decode_rows_say_the_speedup_against_its_target() -> None:
+    points = [
+        {"images": "512×512 JPEG", "workers": 1, "images_per_s": 400.0},
+        {"images": "512×512 JPEG", "workers": 2, "images_per_s": 700.0},
+    ]
+    (row,) = decode_level.rows({"points": points}, "D")
+    assert "700 vs 400 = 1.75×" in row.measured and row.verdict == "MISS"
+    points[1]["images_per_s"] = 760.0
+    (row,) = decode_level.rows({"points": points}, "D")
+    assert "= 1.90×" in row.measured and row.verdict == "pass"
