@@ -82,6 +82,33 @@ class PixelBudget:
                 break
 
 
+class PixelCount:
+    """The pixels of one request's images, measured from their headers one by one as they
+    arrive: a 415 for an image over the per-image limit (or not an image), a 413 once the
+    images so far hold more than the per-request limit. Nothing is decoded."""
+
+    def __init__(self, max_image_pixels: int, max_request_pixels: int) -> None:
+        self.max_image_pixels = max_image_pixels
+        self.max_request_pixels = max_request_pixels
+        self.images = 0
+        self.total = 0
+
+    def add(self, label: str, data: bytes) -> int:
+        """Measure one more image (named ``label`` in a refusal); its pixels."""
+        try:
+            pixels = image_pixels(data, max_pixels=self.max_image_pixels)
+        except ImageDecodeError as exc:
+            raise _refusal(label, exc) from exc
+        self.images += 1
+        self.total += pixels
+        if self.total > self.max_request_pixels:
+            raise InputError.too_large(
+                f"the {self.images} images hold {self.total} pixels together; the limit per "
+                f"request is {self.max_request_pixels} (MAX_REQUEST_PIXELS)"
+            )
+        return pixels
+
+
 class ImageDecoder:
     """Decodes a request's image files to ``N × size × size × 3`` uint8 on a bounded pool."""
 
@@ -103,21 +130,20 @@ class ImageDecoder:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def decode(self, files: Sequence[tuple[str, bytes]], size: int) -> np.ndarray:
+    async def decode(
+        self, files: Sequence[tuple[str, bytes]], size: int, pixels: Sequence[int] | None = None
+    ) -> np.ndarray:
         """Every file as RGB ``size × size``, in order; the first bad one is a 415 naming it.
 
         ``files`` pairs each file's bytes with how the client would name it in a message
         (``files[3] 'cat.png'``, ``instances[3]``): refusals begin with that label.
+        ``pixels``: each file's size, if :class:`PixelCount` measured them as they arrived.
         """
         if not files:
             return np.empty((0, size, size, 3), dtype=np.uint8)
-        pixels = [self._measure(label, data) for label, data in files]
-        total = sum(pixels)
-        if total > self.max_request_pixels:
-            raise InputError.too_large(
-                f"the {len(files)} images hold {total} pixels together; the limit per request "
-                f"is {self.max_request_pixels} (MAX_REQUEST_PIXELS)"
-            )
+        if pixels is None:
+            count = self.pixel_count()
+            pixels = [count.add(label, data) for label, data in files]
         images = np.empty((len(files), size, size, 3), dtype=np.uint8)
         decodes = [
             asyncio.ensure_future(self._decode_one(index, label, data, count, size, images))
@@ -130,11 +156,9 @@ class ImageDecoder:
                 pending.cancel()
         return images
 
-    def _measure(self, label: str, data: bytes) -> int:
-        try:
-            return image_pixels(data, max_pixels=self.max_image_pixels)
-        except ImageDecodeError as exc:
-            raise _refusal(label, exc) from exc
+    def pixel_count(self) -> PixelCount:
+        """A request's running count of pixels, which refuses it at the first file too many."""
+        return PixelCount(self.max_image_pixels, self.max_request_pixels)
 
     async def _decode_one(
         self, index: int, label: str, data: bytes, pixels: int, size: int, out: np.ndarray

@@ -10,19 +10,21 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
 from service.errors import ErrorEntry, InputError, error_entry
 from service.schemas import ImageJsonBody, tabular_error_loc, tabular_rows
 
 __all__ = [
+    "FileCheck",
     "check_content_type",
     "image_files_from_json",
     "image_files_from_multipart",
@@ -34,9 +36,8 @@ Loc = tuple[str | int, ...]
 
 _FILES: Final = "files"
 
-# Starlette's own cap on file parts; ours (``max_images``) is normally far lower, so the
-# client usually gets our message, with the count.
-_FORM_MAX_FILES: Final = 1000
+# Headers a part may have (python-multipart's default is 8; a browser sends 2 or 3).
+_MAX_PART_HEADERS: Final = 16
 
 
 def check_content_type(request_content_type: str | None, allowed: tuple[str, ...]) -> str:
@@ -119,72 +120,182 @@ def image_files_from_json(payload: object, *, max_images: int) -> list[tuple[str
     return files
 
 
+# Called with each file's index, name and bytes as soon as its part has arrived, before the
+# rest of the body is read: it may refuse the request there (an image too large, say).
+FileCheck = Callable[[int, str, bytes], None]
+
+
 async def image_files_from_multipart(
-    request: Request, *, max_images: int, max_file_bytes: int
+    request: Request,
+    *,
+    max_images: int,
+    max_file_bytes: int,
+    on_file: FileCheck | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Read the ``files`` parts of a multipart body; return ``(filename, file bytes)`` pairs."""
+    """Read the ``files`` parts of a multipart body; return ``(filename, file bytes)`` pairs.
+
+    The body is parsed as it streams in (python-multipart, as Starlette does, but kept in
+    memory: the body limit already bounds it), so that ``on_file`` can refuse a request on its
+    first bad image rather than after reading and parsing all of it. What is wrong with the
+    form itself (other parts, text fields, too many files) is said all at once at the end.
+    """
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise _invalid_multipart("its Content-Type names no boundary")
+    form = _StreamedForm()
+    parser = MultipartParser(boundary, form.callbacks(), max_header_count=_MAX_PART_HEADERS)
+    errors: list[ErrorEntry] = []
+    files: list[tuple[str, bytes]] = []
     try:
-        async with request.form(max_files=max(_FORM_MAX_FILES, max_images + 1)) as form:
-            parts = form.multi_items()
-            errors = [
-                error_entry(
-                    loc=("body", name),
-                    type="extra_forbidden",
-                    msg=f"Unexpected form part {name!r}: send each image as a part named 'files'",
-                )
-                for name in dict.fromkeys(name for name, _ in parts if name != _FILES)
-            ]
-            uploads = [value for name, value in parts if name == _FILES]
-            if not uploads:
-                errors.append(
-                    error_entry(
-                        loc=("body", _FILES),
-                        type="missing",
-                        msg="Field required: send one or more images as parts named 'files'",
-                    )
-                )
-            elif len(uploads) > max_images:
-                errors.append(_too_many(("body", _FILES), len(uploads), max_images, "images"))
-            errors.extend(
-                error_entry(
-                    loc=("body", _FILES, index),
-                    type="file_type",
-                    msg="Input should be a file upload (a part with a filename), not a text field",
-                )
-                for index, upload in enumerate(uploads)
-                if not isinstance(upload, UploadFile)
+        async for chunk in request.stream():
+            parser.write(chunk)
+            for part in form.take_parts():
+                _take_part(part, files, errors, max_images, max_file_bytes, on_file)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise _invalid_multipart(str(exc)) from exc
+    if not form.ended:
+        raise _invalid_multipart("the body ended before its closing boundary")
+    if not files and not any(e["loc"][:2] == ["body", _FILES] for e in errors):
+        errors.append(
+            error_entry(
+                loc=("body", _FILES),
+                type="missing",
+                msg="Field required: send one or more images as parts named 'files'",
             )
-            if errors:
-                raise InputError.from_entries(errors)
-            return [
-                await _read_upload(index, upload, max_file_bytes)
-                for index, upload in enumerate(uploads)
-                if isinstance(upload, UploadFile)
-            ]
-    except InputError:
-        raise  # ours (an HTTPException too): already says what is wrong
-    except (HTTPException, MultiPartException) as exc:
-        # Starlette answers a malformed multipart body with a bare 400; the contract says 422.
-        message = exc.detail if isinstance(exc, HTTPException) else exc.message
-        raise InputError.unprocessable(
-            loc=("body",), type="multipart_invalid", msg=f"Invalid multipart body: {message}"
-        ) from exc
+        )
+    if len(files) > max_images:
+        errors.append(_too_many(("body", _FILES), len(files), max_images, "images"))
+    if errors:
+        raise InputError.from_entries(errors)
+    return files
+
+
+@dataclass
+class _Part:
+    name: str
+    filename: str | None  # None: a text field, not a file
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _StreamedForm:
+    """python-multipart's callbacks, collecting whole parts: headers, then their bytes."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._done: list[_Part] = []
+        self._part: _Part | None = None
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+
+    def take_parts(self) -> list[_Part]:
+        """The parts completed since the last call, in order."""
+        done, self._done = self._done, []
+        return done
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+            "on_end": self._finished,
+        }
+
+    def _begin(self) -> None:
+        self._disposition = b""
+        self._part = None
+
+    def _header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise MultipartParseError("a part has no Content-Disposition name")
+        filename = options.get(b"filename")
+        self._part = _Part(
+            _decoded(options[b"name"]), None if filename is None else _decoded(filename)
+        )
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._part is not None:
+            self._part.data.extend(data[start:end])
+
+    def _end(self) -> None:
+        if self._part is not None:
+            self._done.append(self._part)
+            self._part = None
+
+    def _finished(self) -> None:
+        self.ended = True
+
+
+def _take_part(
+    part: _Part,
+    files: list[tuple[str, bytes]],
+    errors: list[ErrorEntry],
+    max_images: int,
+    max_file_bytes: int,
+    on_file: FileCheck | None,
+) -> None:
+    """File a completed part: a file, or what is wrong with it; ``on_file`` sees each file."""
+    if part.name != _FILES:
+        if not any(e["loc"] == ["body", part.name] for e in errors):
+            errors.append(
+                error_entry(
+                    loc=("body", part.name),
+                    type="extra_forbidden",
+                    msg=f"Unexpected form part {part.name!r}: send each image as a part named "
+                    "'files'",
+                )
+            )
+        return
+    index = len(files) + sum(e["type"] == "file_type" for e in errors)
+    if part.filename is None:
+        errors.append(
+            error_entry(
+                loc=("body", _FILES, index),
+                type="file_type",
+                msg="Input should be a file upload (a part with a filename), not a text field",
+            )
+        )
+        return
+    if len(part.data) > max_file_bytes:
+        raise InputError.too_large(
+            f"{_FILES}[{index}] {part.filename!r} is {len(part.data)} bytes; "
+            f"the limit per file is {max_file_bytes} bytes"
+        )
+    data = bytes(part.data)
+    files.append((part.filename, data))
+    if on_file is not None and len(files) <= max_images and not errors:
+        on_file(index, part.filename, data)
+
+
+def _decoded(value: bytes) -> str:
+    """A part's name or filename: UTF-8 as browsers send it, else Latin-1 (as Starlette)."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _invalid_multipart(reason: str) -> InputError:
+    return InputError.unprocessable(
+        loc=("body",), type="multipart_invalid", msg=f"Invalid multipart body: {reason}"
+    )
 
 
 def _json_label(index: int) -> str:
     return f"instances[{index}]"
-
-
-async def _read_upload(index: int, upload: UploadFile, max_file_bytes: int) -> tuple[str, bytes]:
-    # Read one byte past the limit rather than trust the part's recorded size.
-    data = await upload.read(max_file_bytes + 1)
-    if len(data) > max_file_bytes:
-        size = f"{upload.size} bytes" if upload.size else f"over {max_file_bytes} bytes"
-        raise InputError.too_large(
-            f"{_FILES}[{index}] {upload.filename!r} is {size}; "
-            f"the limit per file is {max_file_bytes} bytes"
-        )
-    return upload.filename or "", data
 
 
 def _check_count(payload: object, key: str, limit: int, *, what: str) -> None:

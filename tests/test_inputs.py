@@ -240,10 +240,32 @@ def test_multipart_reads_files_in_order() -> None:
             {"files": [("image", ("a.png", PNG, "image/png"))]},
             {("body", "image"), ("body", "files")},
         ),
-        ({"data": {"files": "a text field"}}, {("body", "files", 0)}),
+        (
+            {
+                "content": b'--b\r\nContent-Disposition: form-data; name="files"\r\n\r\n'
+                b"a text field\r\n--b--\r\n",
+                "headers": {"content-type": "multipart/form-data; boundary=b"},
+            },
+            {("body", "files", 0)},
+        ),
         ({"files": [("files", ("a.png", PNG, "image/png"))] * 3}, {("body", "files")}),
         (
             {"content": b"junk", "headers": {"content-type": "multipart/form-data"}},
+            {("body",)},
+        ),
+        (  # cut short: no closing boundary
+            {
+                "content": b'--b\r\nContent-Disposition: form-data; name="files"; '
+                b'filename="a.png"\r\n\r\n' + PNG,
+                "headers": {"content-type": "multipart/form-data; boundary=b"},
+            },
+            {("body",)},
+        ),
+        (
+            {
+                "content": b"not a part at all",
+                "headers": {"content-type": "multipart/form-data; boundary=b"},
+            },
             {("body",)},
         ),
     ],
@@ -364,3 +386,42 @@ def test_streamed_body_over_limit_is_413(path: str) -> None:
     assert response.json()["detail"].endswith("the limit is 100 bytes")
     small = request(errors_app(100), "POST", path, content=chunks([b"{}"]))
     assert small.status_code != 413
+
+
+def test_multipart_stops_reading_at_the_first_file_it_refuses() -> None:
+    """``on_file`` sees each file as its part ends: a refusal leaves the rest of the body unread."""
+
+    def part(name: str, data: bytes) -> bytes:
+        head = f'--b\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'
+        return head.encode() + data + b"\r\n"
+
+    body = b"".join(part(name, PNG) for name in ("first.png", "2.png", "3.png")) + b"--b--\r\n"
+    first_end = len(part("first.png", PNG)) + len(b"--b\r\n")  # its end, and the next start
+    chunks = [body[:first_end], *(body[i : i + 100] for i in range(first_end, len(body), 100))]
+    read: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(len(read))
+        return {"type": "http.request", "body": chunks[len(read) - 1], "more_body": True}
+
+    seen: list[tuple[int, str, bytes]] = []
+
+    def refuse(index: int, name: str, data: bytes) -> None:
+        seen.append((index, name, data))
+        raise InputError.unsupported_media_type(f"files[{index}] {name!r} is not welcome")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b")],
+    }
+    with pytest.raises(InputError) as info:
+        asyncio.run(
+            image_files_from_multipart(
+                Request(scope, receive), max_images=8, max_file_bytes=10**6, on_file=refuse
+            )
+        )
+    assert info.value.status_code == 415
+    assert seen == [(0, "first.png", PNG)]
+    assert len(read) == 1 < len(chunks)  # the first chunk, which ends the first part

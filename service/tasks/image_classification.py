@@ -63,6 +63,7 @@ class Uploads:
 
     files: list[tuple[str, bytes]]
     named: bool
+    pixels: list[int] | None = None  # each file's, measured as it arrived
 
 
 @dataclass(frozen=True)
@@ -164,19 +165,28 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
                 parse_json(await request.body()), max_images=limits.max_instances
             )
             return Uploads(files, named=False)
+        # Each image's header is measured as its part arrives: a bomb or a request of too
+        # many pixels is refused there, before the rest of its body is read.
+        count = limits.image_decoder.pixel_count()
+        pixels: list[int] = []
         files = await image_files_from_multipart(
-            request, max_images=limits.max_instances, max_file_bytes=limits.max_file_bytes
+            request,
+            max_images=limits.max_instances,
+            max_file_bytes=limits.max_file_bytes,
+            on_file=lambda index, name, data: pixels.append(
+                count.add(_file_label(index, name), data)
+            ),
         )
-        return Uploads(files, named=True)
+        return Uploads(files, named=True, pixels=pixels if len(pixels) == len(files) else None)
 
     async def decode(self, uploads: Uploads, limits: Limits) -> Decoded[list[str] | None]:
         # Named in messages as the client sent them: ``files[3] 'cat.png'`` or ``instances[3]``.
         labeled = [
-            (f"files[{index}] {name!r}" if uploads.named else name, data)
+            (_file_label(index, name) if uploads.named else name, data)
             for index, (name, data) in enumerate(uploads.files)
         ]
         # On the service's bounded pool, off the event loop, within its pixel budgets.
-        images = await limits.image_decoder.decode(labeled, self.size)
+        images = await limits.image_decoder.decode(labeled, self.size, uploads.pixels)
         names = [name for name, _ in uploads.files] if uploads.named else None
         return Decoded(images, names)
 
@@ -294,3 +304,8 @@ def _is_base64(data: bytes) -> bool:
     except (binascii.Error, ValueError):
         return False
     return True
+
+
+def _file_label(index: int, name: str) -> str:
+    """How a refusal names a multipart file: ``files[3] 'cat.png'``."""
+    return f"files[{index}] {name!r}"
