@@ -13,9 +13,9 @@ Overload is shed at the door, before any work is spent on a request: :meth:`admi
 place in the queue from the moment a request arrives, before its body is read or decoded, and
 refuses at once (with a retry hint from the real backlog: the batches and rows waiting, at
 their measured cost) when the queue is full or its backlog could not be cleared within the
-deadline. The deadline,
-``timeout_s`` from admission, covers the whole request: a request that would be answered late
-is refused when it is queued, and one that waits past it fails rather than running late.
+deadline. The deadline, ``timeout_s`` from admission, covers the whole request: a request that
+would be answered late is refused when it is queued, and one that waits past it fails rather
+than running late.
 
 One request's failure is not its batch's: when a batch fails, its halves run again, down to
 single requests, so only the requests that fail alone fail (answers do not depend on what
@@ -55,7 +55,7 @@ R = TypeVar("R")
 _EWMA_WEIGHT = 0.2
 # Event-loop turns a lone request gives requests already on the wire to be admitted: one for
 # the socket's read callback, one for the request's task to start, one for it to reach
-# admission (measured: more turns found no more company under a closed-loop load of 32).
+# admission.
 _ARRIVAL_TURNS = 3
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.checkpoint import file_sha256, load_checkpoint, read_manifest
-from training import evaluate, train_cifar, train_tabular, train_wine
+from training import evaluate, sweep_wine, train_cifar, train_tabular, train_wine
 from training.datasets.cifar import CIFAR10_CLASSES, load_cifar10
 from training.datasets.table import TableError
 from training.datasets.wine import WINE_FEATURES, WINE_TARGET, load_wine
@@ -118,3 +118,29 @@ def test_train_cifar_tiny(data_dir: Path, tmp_path: Path) -> None:
     test = load_cifar10("test", data_dir, per_class=2)
     reloaded = evaluate_classification(model, test.images, test.labels, samples=2, progress=False)
     assert reloaded == pytest.approx(metrics, rel=1e-6)
+
+
+def test_the_wine_sweep_scores_every_setting_on_rows_no_member_trained_on(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = {"gaussian": [((8,), 1.0, 1e-3), ((4, 4), 1.0, 1e-2)], "bnn": [((8,), 0.5, 1e-3)]}
+    monkeypatch.setattr(sweep_wine, "GRID", grid)
+    rows = sweep_wine.main(["--members", "2", "--epochs", "2"])
+    assert [(r["model"], tuple(r["hidden"]), r["prior_sigma"], r["lr"]) for r in rows] == [
+        (model, *setting) for model in ("bnn", "gaussian") for setting in grid[model]
+    ]
+    data = sweep_wine.selection_data(data_dir)
+    split = load_wine(data_dir)
+    # The selection rows are training rows that no member fits or stops on: the fit rows
+    # and the selection rows together are the training split, row for row.
+    both = np.concatenate([data.x_train, data.x_test])
+    assert sorted(map(bytes, both)) == sorted(map(bytes, split.x_train))
+    assert all(0 < r["selection"]["rmse"] < 2 for r in rows)
+
+
+def test_wine_ensembles_default_to_their_own_widths(checkpoint_dir: Path) -> None:
+    for model in ("bnn", "gaussian"):
+        recorded = read_manifest(checkpoint_dir / f"wine-{model}-ensemble.safetensors")
+        member = recorded["training"]["config"]["member"]
+        assert member["hidden"] == train_wine.ENSEMBLE_HIDDEN[model]
+        assert recorded["command"].endswith(f"--model {model} --members 5 --no-progress")

@@ -90,8 +90,15 @@ def add_tabular_options(
     hidden: dict[str, list[int]],
     patience: int,
     val_fraction: float = 0.15,
+    ensemble_hidden: dict[str, list[int]] | None = None,
 ) -> None:
-    """The options of the tabular training loop, with a script's defaults."""
+    """The options of the tabular training loop, with a script's defaults (``hidden``, and
+    ``ensemble_hidden`` with ``--members`` if the script has its own for ensembles)."""
+    widths = ", ".join(f"{w} for {model}" for model, w in hidden.items())
+    if ensemble_hidden is not None:
+        widths += "; with --members, " + ", ".join(
+            f"{w} for {model}" for model, w in ensemble_hidden.items()
+        )
     parser.add_argument(
         "--model",
         choices=MODEL_CHOICES,
@@ -109,8 +116,7 @@ def add_tabular_options(
         type=int,
         nargs="+",
         default=None,
-        help="hidden layer widths; without it, "
-        + ", ".join(f"{widths} for {model}" for model, widths in hidden.items()),
+        help=f"hidden layer widths; without it, {widths}",
     )
     parser.add_argument(
         "--val-fraction",
