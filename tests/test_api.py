@@ -21,6 +21,8 @@ import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -1332,3 +1334,22 @@ def test_cifar_answers_are_the_same_alone_and_inside_a_concurrent_batch(
     assert_same_alone_and_in_one_batch(
         api, close_gate, "cifar-bcnn", sends, assert_same_classification
     )
+
+
+def test_the_service_imports_none_of_the_offline_tooling() -> None:
+    """Metrics, plots and Ray are for training, the report and scale-out: a serving process
+    that imported them would carry ~100 MB and a second of start-up for nothing."""
+    check = (
+        "import sys, service.app\n"
+        "heavy = ('torchmetrics', 'matplotlib', 'scipy', 'sklearn', 'ray')\n"
+        "bad = sorted(m for m in heavy if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
