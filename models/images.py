@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -25,21 +27,8 @@ def image_pixels(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:
     Costs microseconds, so a request's images are measured (and a bomb refused) before any of
     them is decoded.
     """
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns past its own limit; ours is lower and says so.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
-        raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels") from None
-    except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            f"image is {width}×{height} = {width * height} pixels, more than the limit of "
-            f"{max_pixels}"
-        )
+    with _opened(data, max_pixels) as image:
+        width, height = image.size
     return width * height
 
 
@@ -47,17 +36,39 @@ def decode_image(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.
     """Decode any Pillow-readable image to a ``size × size × 3`` uint8 array.
 
     Training and serving both go through here, so a served image is prepared
-    exactly as the training images were.
+    exactly as the training images were. The header is read once, and the pixel limit checked
+    on it before anything is decoded.
     """
-    image_pixels(data, max_pixels=max_pixels)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
+    with _opened(data, max_pixels) as image:
+        try:
             rgb = image.convert("RGB")
-    except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+        except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
+            raise ImageDecodeError(f"not a decodable image: {exc}") from exc
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
+    """The image, its header read and within ``max_pixels``; its pixels not yet decoded."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns past its own limit; ours is lower and says so.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels") from None
+    except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
+        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(
+                f"image is {width}×{height} = {width * height} pixels, more than the limit of "
+                f"{max_pixels}"
+            )
+        yield image
 
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
