@@ -168,25 +168,31 @@ class Driver:
                 rate=rate,
             )
 
-    def v2_point(self, target: server.Server, body: bodies.Body, duration_s: float) -> None:
-        """The wine row as a v2 inference request, at the concurrency it is compared at."""
+    def v2_points(
+        self,
+        target: server.Server,
+        v2: bodies.Body,
+        wine_path: str,
+        wine: bodies.Body,
+        duration_s: float,
+    ) -> None:
+        """The wine row as a v2 inference request and as ``/predict/wine``, at the concurrency
+        they are compared at, in alternating slices (ABBA, twice) so that a drift of the
+        machine or of the batching falls on both: routes ``v2`` and ``wine-vs-v2``."""
         load.run_wrk(  # not recorded, as in wine_points
             target.url + V2_PATH,
-            body.path,
-            body.content_type,
+            v2.path,
+            v2.content_type,
             connections=V2_CONNECTIONS,
             duration_s=1.0,
             prefix=self.place.load,
         )
-        self.run(
-            target,
-            "service",
-            "v2",
-            V2_PATH,
-            body,
-            connections=V2_CONNECTIONS,
-            duration_s=duration_s,
-        )
+        slice_s = duration_s / 2
+        for route in ("wine-vs-v2", "v2", "v2", "wine-vs-v2") * 2:
+            path, body = (V2_PATH, v2) if route == "v2" else (wine_path, wine)
+            self.run(
+                target, "service", route, path, body, connections=V2_CONNECTIONS, duration_s=slice_s
+            )
 
 
 def post_once(url: str, body: bodies.Body) -> None:
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             ready = memory.read(svc.pid)
             rate = args.rate
             driver.wine_points(svc, "service", wine_path, wine, args, None)
-            driver.v2_point(svc, v2, args.duration)
+            driver.v2_points(svc, v2, wine_path, wine, args.duration)
             if rate is None:
                 at_32 = [
                     p.result for p in points if p.route == "wine" and p.result.connections == 32
