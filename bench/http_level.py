@@ -187,7 +187,7 @@ class Driver:
             duration_s=1.0,
             prefix=self.place.load,
         )
-        slice_s = duration_s / 2
+        slice_s = float(max(1, round(duration_s / 2)))  # wrk takes whole seconds
         for route in ("wine-vs-v2", "v2", "v2", "wine-vs-v2") * 2:
             path, body = (V2_PATH, v2) if route == "v2" else (wine_path, wine)
             self.run(

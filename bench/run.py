@@ -54,9 +54,10 @@ METHOD = """\
   example `GET /models` shows); the service also gets that row as an Open Inference Protocol
   request (`POST /v2/models/wine-bnn/infer`, an FP32 [1, 11] JSON tensor, `samples` in its
   parameters) at c=32, in slices alternating with `/predict/wine` at c=32 (ABBA, twice), the
-  mean of each route's slices being what the v2 / `/predict` ratio compares; CIFAR: a multipart upload of real test-split JPEGs; its
-  images/s count the answers after the first batch's over the time to the last one, since a
-  closed loop of second-long requests starts with an empty pipeline. CPU ms/req is the server
+  mean of each route's slices being what the v2 / `/predict` ratio compares; CIFAR: a
+  multipart upload of real test-split JPEGs; its images/s count the answers after the first
+  batch's over the time to the last one, since a closed loop of second-long requests starts
+  with an empty pipeline. CPU ms/req is the server
   process's user + system time over completed requests: unlike req/s, another job on the
   core does not change it.
 - **Fixed arrival rate**: wrk's `delay()` hook (`bench/wrk_post.lua`) schedules request n
