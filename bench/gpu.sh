@@ -11,7 +11,8 @@
 # the service's own predictors, whose modules import FastAPI and pydantic); else python3 if
 # it does (the GPU image's); else it builds .venv with `make venv` (that needs the package
 # registries). Data: $BAYES_DATA_DIR or ../shared/data; without them the model level's inputs
-# are synthetic, which times the same.
+# are synthetic, which times the same. Then, where pytest is installed, the correctness tests
+# with the models on CUDA (tests_cuda.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,4 +52,15 @@ else
   echo "wrk is not on PATH: the model level alone" | tee -a "$out/gpu.txt"
   "$python" -m bench.model_level --device cuda --duration 3 --image-batch 64 \
     --json "$out/model_level_cuda.json" | tee "$out/model_level_cuda.txt"
+fi
+
+# Correctness with the models on CUDA: the golden answers, the wine test rows over HTTP against
+# their manifest, answers independent of what shares a batch, the v2 routes. Their output goes
+# to $out; a failure there is a finding for RESULTS.md, not a reason to stop the figures above.
+if "$python" -m pytest --version >/dev/null 2>&1; then
+  DEVICE=cuda "$python" -m pytest -q -p no:cacheprovider tests/test_golden.py \
+    tests/test_server.py tests/test_api.py tests/test_mixture.py tests/test_v2.py \
+    2>&1 | tee "$out/tests_cuda.txt" || true
+else
+  echo "pytest is not installed: no correctness run on CUDA" | tee -a "$out/gpu.txt"
 fi
