@@ -38,6 +38,10 @@ _FILES: Final = "files"
 
 # Headers a part may have (python-multipart's default is 8; a browser sends 2 or 3).
 _MAX_PART_HEADERS: Final = 16
+# Parts a form may have, as Starlette caps them: far above any ``max_images``, so a client
+# over its image limit is told the count; a body of tiny parts is refused without a list of
+# errors as long as itself.
+_MAX_PARTS: Final = 1000
 
 
 def check_content_type(request_content_type: str | None, allowed: tuple[str, ...]) -> str:
@@ -145,19 +149,19 @@ async def image_files_from_multipart(
         raise _invalid_multipart("its Content-Type names no boundary")
     form = _StreamedForm()
     parser = MultipartParser(boundary, form.callbacks(), max_header_count=_MAX_PART_HEADERS)
-    errors: list[ErrorEntry] = []
-    files: list[tuple[str, bytes]] = []
+    collected = _Collected(max_images, max_file_bytes, on_file)
     try:
         async for chunk in request.stream():
             parser.write(chunk)
             for part in form.take_parts():
-                _take_part(part, files, errors, max_images, max_file_bytes, on_file)
+                collected.take(part)
         parser.finalize()
     except MultipartParseError as exc:
         raise _invalid_multipart(str(exc)) from exc
     if not form.ended:
         raise _invalid_multipart("the body ended before its closing boundary")
-    if not files and not any(e["loc"][:2] == ["body", _FILES] for e in errors):
+    files, errors = collected.files, collected.errors
+    if not collected.file_parts:
         errors.append(
             error_entry(
                 loc=("body", _FILES),
@@ -239,45 +243,60 @@ class _StreamedForm:
         self.ended = True
 
 
-def _take_part(
-    part: _Part,
-    files: list[tuple[str, bytes]],
-    errors: list[ErrorEntry],
-    max_images: int,
-    max_file_bytes: int,
-    on_file: FileCheck | None,
-) -> None:
-    """File a completed part: a file, or what is wrong with it; ``on_file`` sees each file."""
-    if part.name != _FILES:
-        if not any(e["loc"] == ["body", part.name] for e in errors):
-            errors.append(
+@dataclass
+class _Collected:
+    """What a multipart body has given so far: its files, and what is wrong with its form."""
+
+    max_images: int
+    max_file_bytes: int
+    on_file: FileCheck | None
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    errors: list[ErrorEntry] = field(default_factory=list)
+    parts: int = 0
+    file_parts: int = 0  # parts named "files", text fields among them
+    other_names: set[str] = field(default_factory=set)
+
+    def take(self, part: _Part) -> None:
+        """File a completed part: a file, or what is wrong with it; ``on_file`` sees each file."""
+        self.parts += 1
+        if self.parts > _MAX_PARTS:
+            raise InputError.unprocessable(
+                loc=("body",),
+                type="too_long",
+                msg=f"Too many form parts: more than {_MAX_PARTS}",
+            )
+        if part.name != _FILES:
+            if part.name not in self.other_names:
+                self.other_names.add(part.name)
+                self.errors.append(
+                    error_entry(
+                        loc=("body", part.name),
+                        type="extra_forbidden",
+                        msg=f"Unexpected form part {part.name!r}: send each image as a part "
+                        "named 'files'",
+                    )
+                )
+            return
+        index = self.file_parts
+        self.file_parts += 1
+        if part.filename is None:
+            self.errors.append(
                 error_entry(
-                    loc=("body", part.name),
-                    type="extra_forbidden",
-                    msg=f"Unexpected form part {part.name!r}: send each image as a part named "
-                    "'files'",
+                    loc=("body", _FILES, index),
+                    type="file_type",
+                    msg="Input should be a file upload (a part with a filename), not a text field",
                 )
             )
-        return
-    index = len(files) + sum(e["type"] == "file_type" for e in errors)
-    if part.filename is None:
-        errors.append(
-            error_entry(
-                loc=("body", _FILES, index),
-                type="file_type",
-                msg="Input should be a file upload (a part with a filename), not a text field",
+            return
+        if len(part.data) > self.max_file_bytes:
+            raise InputError.too_large(
+                f"{_FILES}[{index}] {part.filename!r} is {len(part.data)} bytes; "
+                f"the limit per file is {self.max_file_bytes} bytes"
             )
-        )
-        return
-    if len(part.data) > max_file_bytes:
-        raise InputError.too_large(
-            f"{_FILES}[{index}] {part.filename!r} is {len(part.data)} bytes; "
-            f"the limit per file is {max_file_bytes} bytes"
-        )
-    data = bytes(part.data)
-    files.append((part.filename, data))
-    if on_file is not None and len(files) <= max_images and not errors:
-        on_file(index, part.filename, data)
+        data = bytes(part.data)
+        self.files.append((part.filename, data))
+        if self.on_file is not None and len(self.files) <= self.max_images and not self.errors:
+            self.on_file(index, part.filename, data)
 
 
 def _decoded(value: bytes) -> str:

@@ -276,6 +276,21 @@ def test_multipart_422(kwargs: dict[str, Any], locs: set[tuple[Any, ...]]) -> No
     assert {tuple(e["loc"]) for e in response.json()["detail"]} == locs
 
 
+def test_multipart_of_thousands_of_parts_is_refused_in_one_line() -> None:
+    part = b'--b\r\nContent-Disposition: form-data; name="files"\r\n\r\nx\r\n'
+    response = request(
+        multipart_app(),
+        "POST",
+        "/upload",
+        content=part * 5000 + b"--b--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"type": "too_long", "loc": ["body"], "msg": "Too many form parts: more than 1000"}
+    ]
+
+
 def test_multipart_oversize_file_is_413_naming_it() -> None:
     files = [("files", ("a.png", PNG, "image/png")), ("files", ("big.bin", b"x" * 1001, "a/b"))]
     response = request(multipart_app(), "POST", "/upload", files=files)
