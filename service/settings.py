@@ -42,7 +42,9 @@ class ModelSettings(BaseModel):
     max_samples: int = Field(ge=1, description="largest S a request may ask for")
     max_instances: int = Field(ge=1, description="most instances (rows or images) per request")
     max_batch_size: int = Field(ge=1, description="rows per model pass")
-    max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for company")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="longest a request waits for company, while any is arriving"
+    )
     max_queue_size: int = Field(256, ge=1, description="requests waiting; beyond it, 503")
     timeout_s: float = Field(10.0, gt=0, description="deadline in the queue; beyond it, 504")
     device: str | None = Field(
