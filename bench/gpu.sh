@@ -55,11 +55,14 @@ else
 fi
 
 # Correctness with the models on CUDA: the golden answers, the wine test rows over HTTP against
-# their manifest, answers independent of what shares a batch, the v2 routes. Their output goes
+# their manifest, answers independent of what shares a batch, the v2 routes, CUDA graphs against
+# the eager pass (tests/test_graphs.py; the service's own start-up checks them too, and says
+# in GET /models which way each model runs). Their output goes
 # to $out; a failure there is a finding for RESULTS.md, not a reason to stop the figures above.
 if "$python" -m pytest --version >/dev/null 2>&1; then
   DEVICE=cuda "$python" -m pytest -q -p no:cacheprovider tests/test_golden.py \
     tests/test_server.py tests/test_api.py tests/test_mixture.py tests/test_v2.py \
+    tests/test_graphs.py \
     2>&1 | tee "$out/tests_cuda.txt" || true
 else
   echo "pytest is not installed: no correctness run on CUDA" | tee -a "$out/gpu.txt"

@@ -1,13 +1,16 @@
 """HTTP level: the service against a bare FastAPI endpoint under the same wrk load.
 
-Three servers, one after another, each one uvicorn worker on the same core:
+Three servers (five on CUDA), one after another, each one uvicorn worker on the same core:
 
 * ``service``: the real service with every model of the repository (batching on, the
   defaults);
 * ``bare``: ``bench.bare_app``, which decodes the body as the service does and answers a
   canned body, the ceiling of HTTP + JSON here;
 * ``unbatched``: the service with ``WINE_BNN__MAX_BATCH_SIZE=1`` (for the wine model it
-  times), batching off.
+  times), batching off;
+* off the CPU (``--device cuda``), two more, for the wine model: ``graphs off``
+  (``WINE_BNN__CUDA_GRAPHS=false``, its batches run eagerly on CUDA) and ``host CPU``
+  (``WINE_BNN__DEVICE=cpu``, what the GPU has to beat).
 
 Each gets ``/predict/wine?model=bnn&samples=S`` closed loop at each concurrency and at one
 fixed arrival rate (half the batched service's closed-loop throughput at concurrency 32,
@@ -38,13 +41,19 @@ WINE_PATH = f"/predict/wine?model={WINE_DEFAULT}&samples={{samples}}"
 CIFAR_PATH = "/predict/cifar?samples={samples}"  # its default model, CIFAR_MODEL
 V2_PATH = f"/v2/models/{WINE_MODEL}/infer"  # samples in the body's parameters
 V2_CONNECTIONS = 32  # the concurrency of the v2 / /predict/wine comparison
-# The wine model's own batch limit, as a per-model variable: WINE_BNN__MAX_BATCH_SIZE.
-UNBATCHED = f"{settings_key(WINE_MODEL).upper()}__MAX_BATCH_SIZE"
+# The wine model's own settings, as per-model variables: WINE_BNN__MAX_BATCH_SIZE...
+_WINE_SETTING = f"{settings_key(WINE_MODEL).upper()}__{{}}"
+UNBATCHED = _WINE_SETTING.format("MAX_BATCH_SIZE")
+# Off the CPU, two more servers: the wine model without CUDA graphs, and on the host's CPU.
+DEVICE_VARIANTS: dict[str, dict[str, str]] = {
+    "graphs off": {_WINE_SETTING.format("CUDA_GRAPHS"): "false"},
+    "host CPU": {_WINE_SETTING.format("DEVICE"): "cpu"},
+}
 
 
 @dataclass(frozen=True)
 class Point:
-    server: str  # service, bare or unbatched
+    server: str  # service, bare, unbatched, or a DEVICE_VARIANTS name
     route: str  # wine, v2 (wine as an Open Inference Protocol request) or cifar
     result: load.LoadResult
     cpu_ms_per_request: float  # the server's CPU time (all threads) per completed request
@@ -263,6 +272,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:
             driver.wine_points(off, "unbatched", wine_path, wine, args, rate)
             servers["unbatched"] = _describe(off)
+
+        if args.device != "cpu":
+            for name, variant in DEVICE_VARIANTS.items():
+                with server.running(server.SERVICE_APP, env={**env, **variant}, **run) as other:
+                    driver.wine_points(other, name, wine_path, wine, args, rate)
+                    servers[name] = _describe(other)
 
     report: dict[str, object] = {
         "placement": place.note,

@@ -47,9 +47,12 @@ class ModelBackend(Protocol):
     async def stop(self, *, drain: bool = True) -> None: ...
 
 
-BackendFactory = Callable[["ServedModel", "BatchObserver"], Awaitable[tuple[ModelBackend, str]]]
+BackendFactory = Callable[
+    ["ServedModel", "BatchObserver"], Awaitable[tuple[ModelBackend, str, str]]
+]
 """Connects a loaded model to where it runs: its backend (which reports the batches run there
-to the observer, the model's metrics), and the device it runs on there."""
+to the observer, the model's metrics), the device it runs on there, and how its batches run
+there (``execution``: eager, cuda-graphs)."""
 
 # The replicas that answered the current request; set by the access log around each request.
 _replicas: ContextVar[list[str] | None] = ContextVar("replicas", default=None)

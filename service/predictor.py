@@ -14,11 +14,11 @@ knows no model class and nothing of HTTP.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Self, TypeVar
+from itertools import pairwise
+from typing import Final, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -27,7 +27,10 @@ from torch import Tensor, nn
 from models.layers import Posterior
 from models.predictive import draws_available, fixed_posterior, network_count
 
-__all__ = ["BatchResult", "Job", "Predictor"]
+__all__ = ["EAGER", "BatchResult", "Job", "Predictor"]
+
+# How a model's batches run where nothing faster was prepared (GET /models' ``execution``).
+EAGER: Final = "eager"
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,17 @@ class BatchResult:
     """
 
     def rows(self, start: int, stop: int) -> Self:
-        sliced = {
-            field.name: value[start:stop]
-            for field in dataclasses.fields(self)
-            if (value := getattr(self, field.name)) is not None
-        }
-        return dataclasses.replace(self, **sliced)
+        # Called once per job of every batch: the instance's own dict is half the cost of
+        # ``dataclasses.fields`` and ``replace`` (2.5 against 5.8 µs a job here).
+        sliced = object.__new__(type(self))
+        for name, value in vars(self).items():
+            object.__setattr__(sliced, name, None if value is None else value[start:stop])
+        return sliced
+
+    def split(self, jobs: Sequence[Job]) -> list[Self]:
+        """Each job's rows, the jobs' rows being these rows in order."""
+        bounds = np.cumsum([0, *(job.rows for job in jobs)]).tolist()
+        return [self.rows(start, stop) for start, stop in pairwise(bounds)]
 
 
 R = TypeVar("R", bound=BatchResult)
@@ -84,6 +92,15 @@ class Predictor(Generic[R]):
         self.posterior: Posterior | None = (
             fixed_posterior(model, self.max_samples) if self.has_posterior else None
         )
+
+    # How its batches run: eager, or what :meth:`accelerate` prepared.
+    execution: str = EAGER
+
+    def accelerate(self, example: np.ndarray, *, samples: int, level: float, max_rows: int) -> str:
+        """Prepare a faster path for batches at ``samples`` and ``level`` of up to
+        ``max_rows`` rows like ``example``, where the device and task have one; the path the
+        batches take now. Called before serving, after a first pass; by default nothing."""
+        return self.execution
 
     def __call__(self, jobs: Sequence[Job]) -> list[R]:
         inputs = torch.from_numpy(np.concatenate([job.inputs for job in jobs])).to(self.device)
@@ -124,8 +141,6 @@ class Predictor(Generic[R]):
                 index = torch.from_numpy(columns).to(outputs[0].device)
                 group_outputs = tuple(out[:samples, index] for out in outputs)
             summary = self.summarise(group_outputs, level)
-            offset = 0
-            for i in members:
-                results[i] = summary.rows(offset, offset + jobs[i].rows)
-                offset += jobs[i].rows
+            for i, result in zip(members, summary.split([jobs[i] for i in members]), strict=True):
+                results[i] = result
         return [results[i] for i in range(len(jobs))]

@@ -136,6 +136,7 @@ class ReplicaInfo:
     replica: str
     version: str
     device: str
+    execution: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +212,7 @@ class ModelReplica:
             self.replica,
             served.version if served else "",
             served.device if served else "none",
+            served.execution if served else "none",
         )
 
     async def run(self, job: Job, budget_s: float, label: str) -> ReplicaAnswer:
@@ -419,7 +421,7 @@ class Ingress:
 
     async def connect(
         self, served: ServedModel, observer: BatchObserver
-    ) -> tuple[ModelBackend, str]:
+    ) -> tuple[ModelBackend, str, str]:
         """Wait for the model's deployment; check it serves the version loaded here."""
         handle = self.models.get(served.name)
         if handle is None:
@@ -430,7 +432,7 @@ class Ingress:
                 f"replica {info.replica} serves version {info.version or 'none'}, this "
                 f"ingress loaded version {served.version}: the nodes' checkpoints differ"
             )
-        return RayModelBackend(handle, served, observer), info.device
+        return RayModelBackend(handle, served, observer), info.device, info.execution
 
 
 class _OneRequestId:

@@ -31,8 +31,9 @@ from service.body_budget import BodyBudget
 from service.errors import InputError, ModelNotFound, ServiceUnavailable
 from service.image_decoding import ImageDecoder, default_workers
 from service.metrics import ServiceMetrics
-from service.predictor import Job, Predictor
+from service.predictor import EAGER, Job, Predictor
 from service.repository import RepositoryError, find_models
+from service.routes.parameters import DEFAULT_LEVEL
 from service.settings import ModelSettings, Settings, settings_key
 from service.tasks import TASKS, Limits, Task
 
@@ -42,8 +43,8 @@ logger = logging.getLogger(__name__)
 WARMING_UP_RETRY_S = 1.0
 # Retry-After for a model that failed to load: nothing will change without an operator.
 FAILED_RETRY_S = 60.0
-# The interval level of the warm-up pass; any valid level would do.
-_WARM_UP_LEVEL = 0.95
+# The warm-up passes' level: the default one, which CUDA graphs are captured for.
+_WARM_UP_LEVEL = DEFAULT_LEVEL
 # The larger warm-up batch: enough rows to see what a row adds over the fixed cost of a batch,
 # few enough that warming up a CNN does not raise the process's peak memory for good.
 _WARM_UP_ROWS = 16
@@ -67,6 +68,7 @@ class ServedModel:
     limits: Limits
     networks: int | None  # distinct networks its posterior holds; None: any number differ
     device: str  # where its batches run
+    execution: str = EAGER  # how: eager, or as captured CUDA graphs (service.graphs)
     predictor: Predictor[Any] | None = None  # these two only where this process runs it
     batcher: DynamicBatcher[Job, Any] | None = None
     backend: ModelBackend | None = None  # what the routes call: the batcher, or a remote one
@@ -118,6 +120,7 @@ class ServedModel:
             "kind": self.task.model.kind,
             "version": self.version,
             "device": self.device,
+            "execution": self.execution,
             "default_samples": self.default_samples,
             "max_samples": self.max_samples,
             "max_instances": self.settings.max_instances,
@@ -290,7 +293,7 @@ class ModelRegistry:
         for name, served in list(self.models.items()):
             if self.backends is not None:
                 try:
-                    served.backend, served.device = await self.backends(
+                    served.backend, served.device, served.execution = await self.backends(
                         served, self.metrics.for_model(name)
                     )
                 except Exception as exc:
@@ -299,7 +302,11 @@ class ModelRegistry:
                     del self.models[name]
                     continue
                 logger.info(
-                    "%s is ready (on %s, %s)", name, type(served.backend).__name__, served.device
+                    "%s is ready (on %s, %s on %s)",
+                    name,
+                    type(served.backend).__name__,
+                    served.execution,
+                    served.device,
                 )
                 continue
             try:
@@ -311,9 +318,17 @@ class ModelRegistry:
                 await asyncio.to_thread(
                     predictor, [Job(row, predictor.max_samples, _WARM_UP_LEVEL)]
                 )
+                samples = min(served.settings.default_samples, predictor.max_samples)
+                if served.settings.cuda_graphs:
+                    served.execution = await asyncio.to_thread(
+                        predictor.accelerate,
+                        row,
+                        samples=samples,
+                        level=_WARM_UP_LEVEL,
+                        max_rows=served.settings.max_batch_size,
+                    )
                 # Then batches of one row and of several, as most requests ask: what a batch
                 # costs whatever its rows, and what each row adds (admission's estimate).
-                samples = min(served.settings.default_samples, predictor.max_samples)
                 timings = []
                 for rows in (1, min(served.settings.max_batch_size, _WARM_UP_ROWS)):
                     job = Job(np.repeat(row[:1], rows, axis=0), samples, _WARM_UP_LEVEL)
@@ -344,7 +359,7 @@ class ModelRegistry:
             batcher.seed_estimate(*timings)
             await batcher.start()
             served.predictor, served.batcher, served.backend = predictor, batcher, batcher
-            logger.info("%s is ready", name)
+            logger.info("%s is ready (%s on %s)", name, served.execution, served.device)
 
     def get(self, name: str) -> ServedModel:
         """The model, ready to serve; 404 if it is not served, 503 saying why if not ready."""

@@ -401,6 +401,10 @@ class ModelInfo(BaseModel):
     kind: str = Field(description="The network: tabular-bnn, tabular-gaussian, bayesian-cnn.")
     version: str = Field(description="First 12 hex digits of the checkpoint's sha256.")
     device: str = Field(description="Where it runs, e.g. 'cpu' or 'cuda:0'.")
+    execution: str = Field(
+        description="How its batches run: 'eager', or 'cuda-graphs' (the pass at the default "
+        "samples and level replayed as CUDA graphs captured at start-up)."
+    )
     default_samples: int = Field(description="Posterior samples when ``samples`` is not given.")
     max_samples: int = Field(
         description="Largest ``samples`` that draws more networks (1 for a deterministic one)."

@@ -50,6 +50,11 @@ class ModelSettings(BaseModel):
     device: str | None = Field(
         None, description="this model's device (cpu, cuda, cuda:N); unset: the service's DEVICE"
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA, replay graphs of the pass at the default samples and level, "
+        "captured at start-up, where the task kind has them (tabular regression)",
+    )
 
     @model_validator(mode="after")
     def _samples_in_range(self) -> ModelSettings:

@@ -1206,6 +1206,30 @@ def test_a_model_can_run_on_a_device_of_its_own(
     assert devices == {"wine-bnn": "cpu", "wine-gaussian": str(resolve_device(settings.device))}
 
 
+def test_models_say_how_their_batches_run(
+    checkpoint_dir: Path, start_app: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tabular regressors replay CUDA graphs on CUDA unless told not to; the rest is eager."""
+    settings = make_settings(
+        checkpoint_dir,
+        models=("wine-bnn", "wine-gaussian"),
+        log_level="info",
+        wine_gaussian={"cuda_graphs": False},
+    )
+    service_log = logging.getLogger("service")  # it prints itself, not through the root's
+    service_log.addHandler(caplog.handler)
+    try:
+        api = start_app(settings)
+    finally:
+        service_log.removeHandler(caplog.handler)
+    models = {m["name"]: m for m in api.get("/models").json()["models"]}
+    on_cuda = resolve_device(settings.device).type == "cuda"
+    assert models["wine-bnn"]["execution"] == ("cuda-graphs" if on_cuda else "eager")
+    assert models["wine-gaussian"]["execution"] == "eager"
+    device = models["wine-bnn"]["device"]
+    assert f"wine-bnn is ready ({models['wine-bnn']['execution']} on {device})" in caplog.text
+
+
 def test_corrupt_checkpoint_stops_start_up_naming_the_file(
     checkpoint_dir: Path, tmp_path: Path, start_app: Callable[..., Api]
 ) -> None:

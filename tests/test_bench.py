@@ -252,6 +252,7 @@ def point(server: str, connections: int, throughput: float, p50_ms: float) -> di
 
 def test_targets_pass_and_miss_on_the_ratios() -> None:
     http = {
+        "device": "cpu",
         "samples": 100,
         "models": ["cifar-bcnn", "wine-bnn", "wine-gaussian"],
         "cifar_model": "cifar-bcnn",
@@ -285,13 +286,46 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
         # No ensemble figures: the pairs are skipped, with no verdict.
         ("model: wine-bnn-ensemble / wine-bnn S=100", ""),
         ("model: cifar-bcnn-ensemble / cifar-bcnn S=32", ""),
-        ("HTTP wine S=100 c=1: service p50 vs bare p50 + max wait 2 ms + 2 ms", "MISS"),
+        ("HTTP wine S=100 c=1: service p50 vs bare p50 + 1.5 ms", "MISS"),  # 4.5 > 1.9
         ("HTTP wine S=100 c=32: service / bare req/s", "pass"),  # 0.8
         ("HTTP cifar images/s / in-process batched predictor's", "pass"),  # 24 / 25
         ("memory: service peak RSS (VmHWM)", "pass"),
         ("memory: service peak RSS after all the load above", "MISS"),
     ]
     assert "p50" in report.table(rows)
+
+
+def test_on_cuda_wine_is_held_to_the_host_cpu_and_graphs_to_eager() -> None:
+    http = {
+        "device": "cuda",
+        "samples": 100,
+        "points": [
+            point("service", 1, 500, 2.3),
+            point("bare", 1, 1000, 0.4),  # 2.3 <= 0.4 + 2: pass
+            point("graphs off", 1, 125, 8.0),
+            point("service", 32, 900, 10),
+            point("bare", 32, 1000, 8),
+            point("graphs off", 32, 300, 30),
+            point("host CPU", 32, 1000, 9),
+        ],
+        "models": ["wine-bnn"],
+        "memory": {
+            "ready": {"peak_bytes": 900 * 2**20, "current_bytes": 800 * 2**20},
+            "after_load": {"peak_bytes": 900 * 2**20, "current_bytes": 900 * 2**20},
+        },
+    }
+    rows = report.http_rows(http, {"figures": []}, "H")
+    verdicts = [(row.figure, row.verdict) for row in rows if row.target]
+    assert verdicts == [
+        ("HTTP wine S=100 c=1: service p50 vs bare p50 + 2 ms", "pass"),
+        ("HTTP wine S=100 c=32: service / bare req/s", "pass"),  # 0.9
+        ("HTTP wine S=100 c=32: on cuda / on the host CPU req/s", "MISS"),  # 0.9 < 1
+    ]
+    ratios = {row.figure: row.measured for row in rows if "graphs on / off" in row.figure}
+    assert ratios == {
+        "HTTP wine S=100 c=1: CUDA graphs on / off req/s": "4.00×",
+        "HTTP wine S=100 c=32: CUDA graphs on / off req/s": "3.00×",
+    }
 
 
 def test_memory_has_no_target_when_the_models_run_on_cuda() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from uncertainty.mixture import mixture_cdf, mixture_quantile
+from uncertainty.mixture import MAX_STEPS, QuantileSearch, mixture_cdf, mixture_quantile
 
 
 def _python_mixture_cdf(x: float, mus: list[float], sigmas: list[float]) -> float:
@@ -118,3 +118,23 @@ def test_rejects_mismatched_shapes() -> None:
         mixture_cdf(torch.zeros(3), torch.zeros(2, 3), torch.ones(2, 1))
     with pytest.raises(ValueError, match="sample dimension"):
         mixture_quantile(torch.tensor(0.0), torch.tensor(1.0), 0.5)
+
+
+def test_steps_after_convergence_leave_the_answer_as_it_was() -> None:
+    """What CUDA graphs rely on: they run steps in fours and look between runs only."""
+    gen = torch.Generator().manual_seed(3)
+    # Narrow far-apart components (a gap in the CDF, where the search bisects) beside a
+    # near-Gaussian mixture (a few Newton steps): elements converge at very different steps.
+    mu = torch.randn(16, 40, generator=gen, dtype=torch.float64) * torch.logspace(-2, 5, 40)
+    sigma = torch.rand(16, 40, generator=gen, dtype=torch.float64) + 1e-3
+    search = QuantileSearch(mu, sigma, (0.025, 0.5, 0.975))
+    steps = 0
+    while search.searching() and steps < MAX_STEPS:
+        search.step()
+        steps += 1
+    converged = search.quantiles().clone()
+    for _ in range(9):
+        search.step()
+    assert torch.equal(search.quantiles(), converged)
+    expected = torch.stack([mixture_quantile(mu, sigma, q) for q in (0.025, 0.5, 0.975)])
+    assert torch.equal(converged, expected)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["mixture_cdf", "mixture_quantile", "mixture_quantiles"]
+__all__ = ["MAX_STEPS", "QuantileSearch", "mixture_cdf", "mixture_quantile", "mixture_quantiles"]
 
 # Safeguarded Newton steps (Numerical Recipes' ``rtsafe``): each evaluates the CDF and density,
 # tightens the bracket by the CDF's sign, and takes the Newton step if it lands inside the
@@ -19,7 +19,7 @@ __all__ = ["mixture_cdf", "mixture_quantile", "mixture_quantiles"]
 # where the density vanishes (a flat gap between far-apart components, where any point is a
 # quantile) bisection still bounds the answer. An element stops (its value frozen) once its
 # own step falls below the tolerance, so its answer never depends on what shares the batch.
-_MAX_STEPS = 128
+MAX_STEPS = 128
 _TOLERANCE = 1e-13  # relative to |x| + the mixture's standard deviation
 
 
@@ -83,42 +83,72 @@ def mixture_quantiles(mu: Tensor, sigma: Tensor, qs: Sequence[float]) -> Tensor:
     Work happens in float64 because the CDF flattens in the tails, where float32 cannot tell
     neighbouring bisection points apart.
     """
-    if not qs or not all(0.0 < q < 1.0 for q in qs):
-        raise ValueError(f"each q must lie strictly between 0 and 1, got {list(qs)}")
-    _check_components(mu, sigma)
-    out_dtype = torch.result_type(mu, sigma)
-    mu64, sigma64 = mu.to(torch.float64), sigma.to(torch.float64)
-    levels = mu64.new_tensor(qs).reshape(-1, *([1] * (mu.dim() - 1)))  # (Q, 1, ...)
+    search = QuantileSearch(mu, sigma, qs)
+    for _ in range(MAX_STEPS):
+        search.step()
+        if not search.searching():
+            break
+    return search.quantiles()
 
-    count = mu.shape[0]
-    component_quantiles = mu64[:, None] + sigma64[:, None] * torch.special.ndtri(levels)
-    lo, hi = component_quantiles.amin(dim=0), component_quantiles.amax(dim=0)  # (Q, *batch)
-    mean = _sum_dim0(mu64) / count
-    scale = (_sum_dim0((mu64 - mean).square() + sigma64.square()) / count).sqrt()
-    x = torch.minimum(torch.maximum(mean + scale * torch.special.ndtri(levels), lo), hi)
-    mu64, sigma64 = mu64[:, None], sigma64[:, None]
-    step_before_last = hi - lo
-    last_step = step_before_last
-    active = torch.ones_like(x, dtype=torch.bool)
-    for _ in range(_MAX_STEPS):
-        cdf, pdf = _cdf_and_pdf(x, mu64, sigma64, count)
+
+class QuantileSearch:
+    """The state of :func:`mixture_quantiles`' search, advanced one step at a time in place.
+
+    In place, so that a CUDA graph can capture the start and a run of steps and replay them
+    on the same memory (:mod:`service.graphs`), checking :meth:`searching` between runs
+    only: steps past an element's convergence leave its value as it was, so the answers
+    equal the loop's that checks after every step.
+    """
+
+    def __init__(self, mu: Tensor, sigma: Tensor, qs: Sequence[float]) -> None:
+        if not qs or not all(0.0 < q < 1.0 for q in qs):
+            raise ValueError(f"each q must lie strictly between 0 and 1, got {list(qs)}")
+        _check_components(mu, sigma)
+        self.out_dtype = torch.result_type(mu, sigma)
+        mu64, sigma64 = mu.to(torch.float64), sigma.to(torch.float64)
+        # (Q, 1, ...), filled on the device: a copy from the host could not be captured.
+        ones = (1,) * mu.dim()
+        self.levels = torch.cat([mu64.new_full(ones, q) for q in qs])
+        self.count = mu.shape[0]
+        component_quantiles = mu64[:, None] + sigma64[:, None] * torch.special.ndtri(self.levels)
+        self.lo = component_quantiles.amin(dim=0)  # (Q, *batch)
+        self.hi = component_quantiles.amax(dim=0)
+        mean = _sum_dim0(mu64) / self.count
+        self.scale = (_sum_dim0((mu64 - mean).square() + sigma64.square()) / self.count).sqrt()
+        self.x = torch.minimum(
+            torch.maximum(mean + self.scale * torch.special.ndtri(self.levels), self.lo), self.hi
+        )
+        self.mu64, self.sigma64 = mu64[:, None], sigma64[:, None]
+        self.step_before_last = self.hi - self.lo
+        self.last_step = self.step_before_last.clone()
+        self.active = torch.ones_like(self.x, dtype=torch.bool)
+
+    def step(self) -> None:
+        """One safeguarded Newton step for every element still searching."""
+        x, lo, hi, levels = self.x, self.lo, self.hi, self.levels
+        cdf, pdf = _cdf_and_pdf(x, self.mu64, self.sigma64, self.count)
         below = cdf < levels
-        lo = torch.where(below, x, lo)
-        hi = torch.where(below, hi, x)
+        torch.where(below, x, lo, out=lo)
+        torch.where(below, hi, x, out=hi)
         newton = x - (cdf - levels) / pdf
         step = newton - x
         use_newton = (
             torch.isfinite(newton)
             & (lo <= newton)
             & (newton <= hi)
-            & (2 * step.abs() <= step_before_last)
+            & (2 * step.abs() <= self.step_before_last)
         )
         moved = torch.where(use_newton, newton, 0.5 * (lo + hi))
         step = moved - x
-        done = step.abs() <= _TOLERANCE * (x.abs() + scale)
-        x = torch.where(active, moved, x)
-        active &= ~done
-        if not bool(active.any()):
-            break
-        step_before_last, last_step = last_step, step.abs()
-    return x.to(out_dtype)
+        done = step.abs() <= _TOLERANCE * (x.abs() + self.scale)
+        torch.where(self.active, moved, x, out=x)
+        self.active &= ~done
+        self.step_before_last.copy_(self.last_step)
+        torch.abs(step, out=self.last_step)
+
+    def searching(self) -> bool:
+        """Whether any element has not converged yet (a host sync)."""
+        return bool(self.active.any())
+
+    def quantiles(self) -> Tensor:
+        return self.x.to(self.out_dtype)

@@ -29,8 +29,9 @@ from models.predictive import network_count, regression_samples
 from models.tabular import TabularRegressor
 from models.task import TABULAR_REGRESSION
 from service.errors import InputError, error_entry
+from service.graphs import CUDA_GRAPHS, RegressionGraphs, capture_regression_graphs
 from service.inputs import check_content_type, parse_json, table_rows
-from service.predictor import BatchResult, Job, Predictor
+from service.predictor import EAGER, BatchResult, Job, Predictor
 from service.protocol import ProtocolError
 from service.protocol.tensors import RequestTensor, TensorSpec, match_input
 from service.schemas import RegressionResponse, tabular_body_adapter
@@ -104,14 +105,33 @@ class DensityJob(Job):
 
 
 class RegressionPredictor(Predictor[RegressionResult]):
+    graphs: RegressionGraphs | None = None  # on CUDA, once :meth:`accelerate` captured them
+
+    def accelerate(self, example: np.ndarray, *, samples: int, level: float, max_rows: int) -> str:
+        """On CUDA, graphs of the whole pass at (``samples``, ``level``): :mod:`service.graphs`."""
+        if self.device.type == "cuda":
+            self.graphs = capture_regression_graphs(
+                self, example, samples=samples, level=level, max_rows=max_rows
+            )
+            self.execution = CUDA_GRAPHS if self.graphs is not None else EAGER
+        return self.execution
+
+    def __call__(self, jobs: Sequence[Job]) -> list[RegressionResult]:
+        if self.graphs is not None and self.graphs.serves(jobs):
+            inputs = np.concatenate([job.inputs for job in jobs])
+            return self.result(self.graphs.run(inputs)).split(jobs)
+        return super().__call__(jobs)
+
     def forward(self, inputs: Tensor, posterior: Posterior | None) -> tuple[Tensor, ...]:
         return regression_samples(self.model, inputs, posterior)
 
     def summarise(self, outputs: tuple[Tensor, ...], level: float) -> RegressionResult:
-        s = summarize_regression(outputs[0], outputs[1], level)
-        # One copy to the host for all six summaries.
-        stacked = torch.stack([s.mean, s.std, s.lower, s.upper, s.aleatoric_std, s.epistemic_std])
-        mean, std, lower, upper, aleatoric, epistemic = arrays = stacked.cpu().numpy()
+        summary = summarize_regression(outputs[0], outputs[1], level)
+        return self.result(summary.stacked().cpu().numpy())
+
+    def result(self, arrays: np.ndarray) -> RegressionResult:
+        """The result from :meth:`RegressionSummary.stacked`'s rows, on the host."""
+        mean, epistemic, aleatoric, std, lower, upper = arrays
         return RegressionResult(
             mean=mean,
             std=std,
