@@ -272,6 +272,7 @@ def _model_entry(name: str, task_kind: str, max_instances: int) -> dict[str, Any
         "kind": "tabular-bnn",
         "version": "c2c50cca20b8",
         "device": "cpu",
+        "execution": "eager",
         "default_samples": 100,
         "max_samples": 1000,
         "max_instances": max_instances,

@@ -208,6 +208,7 @@ def test_models_response_round_trips() -> None:
         kind="tabular-bnn",
         version="3f2a9c0d1e4b",
         device="cpu",
+        execution="eager",
         default_samples=100,
         max_samples=1000,
         max_instances=1024,
