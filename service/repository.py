@@ -26,4 +26,5 @@ def find_models(folder: Path) -> dict[str, Path]:
             f"model repository {folder} is not a folder (set MODEL_REPOSITORY to the folder "
             f"that holds the NAME{CHECKPOINT_SUFFIX} and NAME.json files)"
         )
-    return {path.stem: path for path in sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"))}
+    paths = sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"), key=lambda path: path.stem)
+    return {path.stem: path for path in paths}

@@ -1327,6 +1327,26 @@ def test_cifar_json_b64_answers_as_multipart_does_without_filenames(api: Api) ->
     assert_same_classification(from_json, from_multipart)
 
 
+def test_the_committed_cifar_ensemble_answers_from_its_four_members(
+    checkpoint_dir: Path, start_app: Callable[..., Api]
+) -> None:
+    """``cifar-bcnn-ensemble`` (API.md, Ensembles) at /predict/cifar?model=bcnn-ensemble."""
+    settings = make_settings(
+        checkpoint_dir,
+        models=("cifar-bcnn-ensemble",),
+        cifar_bcnn_ensemble={"max_samples": 8, "default_samples": 8},
+    )
+    api = start_app(settings)
+    (entry,) = api.get("/models").json()["models"]
+    assert (entry["task"], entry["members"]) == ("image-classification", 4)
+    response = api.cifar_files(CIFAR_FILES[:3], model="bcnn-ensemble")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["model"]["name"], answer["samples"]) == ("cifar-bcnn-ensemble", 8)
+    for prediction in answer["predictions"]:
+        assert_coherent_classification(prediction)
+
+
 def test_cifar_intervals_widen_with_the_level(api: Api) -> None:
     files = CIFAR_FILES[:1]
     narrow = api.cifar_files(files, samples=CIFAR_MAX_SAMPLES, level=0.5).json()["predictions"][0]

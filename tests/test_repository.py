@@ -63,7 +63,9 @@ def test_a_deterministic_model_says_it_draws_one_network(checkpoint_dir: Path) -
 
 def test_models_narrows_what_is_served_and_names_must_exist(checkpoint_dir: Path) -> None:
     assert list(opened(checkpoint_dir, models=("wine_bnn",)).models) == ["wine-bnn"]
-    with pytest.raises(StartupError, match=r"\['resnet'\].*holds: cifar-bcnn, wine-bnn"):
+    with pytest.raises(
+        StartupError, match=r"\['resnet'\].*holds: cifar-bcnn, cifar-bcnn-ensemble, wine-bnn,"
+    ):
         opened(checkpoint_dir, models=("resnet",))
 
 
