@@ -16,7 +16,9 @@ task kind's default S and, for a tabular model, also at S=20, where the target i
 deterministic ensemble of K networks at no more than its K draws. An ensemble runs its S
 draws in one vectorised pass as one network does, and the notebook's way for it runs draw s
 on member s mod K. Each ensemble of :data:`bench.report.ENSEMBLE_PAIRS` is then timed again
-against its single network, the two in alternating slices (:func:`measure_pair`).
+against its single network, the two in alternating slices (:func:`measure_pair`). On CUDA
+the wine model's predictor is also timed with its CUDA graphs against without
+(:func:`measure_graphs`).
 Inputs are the data a model takes: the wine test split for a model of the wine features,
 CIFAR-10 test JPEGs for a classifier of its classes. Without the data sets (a lent GPU machine
 has no ../shared/data), or for a model of other data, they are synthetic: rows drawn around
@@ -38,7 +40,7 @@ import torch
 from torch import nn
 
 from bench.bodies import cifar_files
-from bench.checkpoints import DEFAULT_DIR, repository
+from bench.checkpoints import DEFAULT_DIR, WINE_MODEL, repository
 from bench.report import ENSEMBLE_PAIRS, MODEL_TARGET_SAMPLES, EnsemblePair
 from models.checkpoint import ServableModel, load_checkpoint
 from models.cnn import BayesianCNN
@@ -58,6 +60,8 @@ LEVEL = 0.95
 SYNTHETIC = "synthetic"
 # An ensemble and its single network are timed in this many alternating slices each.
 PAIR_ROUNDS = 5
+# On CUDA, the wine model with and without graphs: a lone request's batch, and a c=32 one.
+GRAPH_BATCHES = (1, 32)
 IMAGE_BATCH = TASKS[IMAGE_CLASSIFICATION].defaults["max_batch_size"]
 
 
@@ -83,6 +87,22 @@ class PairFigure:
     rounds: int  # alternating slices each was timed in
     device: str
     threads: int
+
+
+@dataclass(frozen=True)
+class GraphsFigure:
+    """A tabular model's predictor replaying CUDA graphs against the same predictor run
+    eagerly, rows/s on a batch as the service forms them, at the model's default S."""
+
+    model: str
+    samples: int
+    batch: int
+    eager_per_s: float
+    graphs_per_s: float
+    ratio: float  # graphs over eager
+    execution: str  # what capture gave: cuda-graphs, or eager where it fell back
+    rounds: int
+    device: str
 
 
 @dataclass(frozen=True)
@@ -260,15 +280,7 @@ def measure_pair(
     single, ensemble = single.to(device), ensemble.to(device)
     inputs, source = model_inputs(single, args)
     steps = [service_step(model, inputs, pair.samples) for model in (single, ensemble)]
-    for step in steps:
-        step()  # warm-up
-    rows, seconds = [0, 0], [0.0, 0.0]
-    for _ in range(PAIR_ROUNDS):
-        for i, step in enumerate(steps):
-            done, elapsed = run_for(step, args.duration / PAIR_ROUNDS)
-            rows[i] += done
-            seconds[i] += elapsed
-    single_per_s, ensemble_per_s = (r / t for r, t in zip(rows, seconds, strict=True))
+    single_per_s, ensemble_per_s = alternating_rates(steps, args.duration)
     return PairFigure(
         pair.single,
         pair.ensemble,
@@ -283,6 +295,54 @@ def measure_pair(
         str(device),
         args.threads,
     )
+
+
+def alternating_rates(steps: list[Callable[[], int]], duration_s: float) -> list[float]:
+    """Rows/s of each step, timed in :data:`PAIR_ROUNDS` alternating slices of
+    ``duration_s`` in all, after one warm-up call each."""
+    for step in steps:
+        step()
+    rows, seconds = [0] * len(steps), [0.0] * len(steps)
+    for _ in range(PAIR_ROUNDS):
+        for i, step in enumerate(steps):
+            done, elapsed = run_for(step, duration_s / PAIR_ROUNDS)
+            rows[i] += done
+            seconds[i] += elapsed
+    return [r / t for r, t in zip(rows, seconds, strict=True)]
+
+
+def measure_graphs(
+    name: str, model: ServableModel, device: torch.device, args: argparse.Namespace
+) -> list[GraphsFigure]:
+    """The service's regression predictor with its CUDA graphs (:mod:`service.graphs`)
+    against without, on one row and on :data:`GRAPH_BATCHES`' larger batch, in alternating
+    slices. Off CUDA the predictor has no graphs and both run eagerly."""
+    model = model.to(device)
+    inputs, _ = model_inputs(model, args)
+    task = TASKS[model.task]
+    samples = draws_available(model, task.defaults["default_samples"])
+    eager, graphed = (task(model).predictor(samples) for _ in range(2))
+    execution = graphed.accelerate(
+        inputs[:1], samples=samples, level=LEVEL, max_rows=max(GRAPH_BATCHES)
+    )
+    figures = []
+    for batch in GRAPH_BATCHES:
+        steps = [vectorised_step(p, inputs[:batch], samples) for p in (eager, graphed)]
+        eager_per_s, graphs_per_s = alternating_rates(steps, args.duration)
+        figures.append(
+            GraphsFigure(
+                name,
+                samples,
+                batch,
+                eager_per_s,
+                graphs_per_s,
+                graphs_per_s / eager_per_s,
+                execution,
+                PAIR_ROUNDS,
+                str(device),
+            )
+        )
+    return figures
 
 
 def pairs_to_time(models: dict[str, ServableModel]) -> list[EnsemblePair]:
@@ -341,11 +401,22 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
             f"{p.single_per_s:,.0f} vectorised per s = {p.ratio:.2f} ({p.rounds} alternating "
             f"slices each)"
         )
+    graphs = (
+        measure_graphs(WINE_MODEL, models[WINE_MODEL], device, args)
+        if device.type == "cuda" and WINE_MODEL in models
+        else []
+    )
+    for g in graphs:
+        print(
+            f"{g.model} S={g.samples} batch {g.batch}: {g.graphs_per_s:,.0f} rows/s with CUDA "
+            f"graphs ({g.execution}) / {g.eager_per_s:,.0f} eager = {g.ratio:.2f}"
+        )
     if args.json:
         # What the repository held: a pair the report skips says whether its model was there.
         report: dict[str, object] = {
             "figures": [asdict(f) for f in figures],
             "pairs": [asdict(p) for p in pairs],
+            "graphs": [asdict(g) for g in graphs],
             "repository": sorted(found),
         }
         if device.type == "cuda":

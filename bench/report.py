@@ -78,7 +78,17 @@ def model_rows(model: dict[str, Any], source: str) -> list[Row]:
                 source,
             )
         )
-    return rows + [_ensemble_row(model, pair, source) for pair in ENSEMBLE_PAIRS]
+    rows += [_ensemble_row(model, pair, source) for pair in ENSEMBLE_PAIRS]
+    return rows + [
+        Row(
+            f"model: {g['model']} S={g['samples']}, batch {g['batch']}, rows/s on "
+            f"{g['device']}: CUDA graphs / eager ({g['rounds']} alternating slices)",
+            f"{g['graphs_per_s']:,.0f} / {g['eager_per_s']:,.0f} = {g['ratio']:.2f}×"
+            + ("" if g["execution"] == "cuda-graphs" else f" (capture gave {g['execution']})"),
+            source=source,
+        )
+        for g in model.get("graphs", [])
+    ]
 
 
 def _ensemble_row(model: dict[str, Any], pair: EnsemblePair, source: str) -> Row:

@@ -20,11 +20,13 @@ from bench.checkpoints import WINE_MODEL
 from bench.http_level import WINE_PATH
 from bench.load import LoadToolError, parse_wrk
 from bench.model_level import (
+    GRAPH_BATCHES,
     PAIR_ROUNDS,
     SYNTHETIC,
     Case,
     cases,
     measure,
+    measure_graphs,
     measure_pair,
     pairs_to_time,
 )
@@ -161,6 +163,25 @@ def test_an_ensemble_and_its_network_are_timed_in_alternation(checkpoint_dir: Pa
     assert (figure.batch, figure.inputs, figure.rounds) == (735, SYNTHETIC, PAIR_ROUNDS)
     assert figure.single_per_s > 0 and figure.ensemble_per_s > 0
     assert figure.ratio == pytest.approx(figure.ensemble_per_s / figure.single_per_s)
+
+
+def test_cuda_graphs_are_timed_against_the_eager_pass_per_batch(checkpoint_dir: Path) -> None:
+    bnn = load_checkpoint(checkpoint_dir / "wine-bnn.safetensors")
+    args = argparse.Namespace(synthetic=True, duration=0.01, threads=1, image_batch=4)
+    figures = measure_graphs("wine-bnn", bnn, torch.device("cpu"), args)
+    assert [(f.model, f.samples, f.batch) for f in figures] == [
+        ("wine-bnn", 100, batch) for batch in GRAPH_BATCHES
+    ]
+    for f in figures:
+        assert f.execution == "eager"  # no graphs off CUDA: both ways run eagerly here
+        assert f.eager_per_s > 0 and f.graphs_per_s > 0 and f.rounds == PAIR_ROUNDS
+        assert f.ratio == pytest.approx(f.graphs_per_s / f.eager_per_s)
+    rows = report.model_rows({"figures": [], "graphs": [vars(f) for f in figures]}, "M")
+    graph_rows = [row for row in rows if "CUDA graphs / eager" in row.figure]
+    assert [row.figure.split(",")[1] for row in graph_rows] == [
+        f" batch {batch}" for batch in GRAPH_BATCHES
+    ]
+    assert all("(capture gave eager)" in row.measured for row in graph_rows)
 
 
 def _pair(single: str, task: str, samples: int, single_per_s: float, ratio: float) -> dict:
