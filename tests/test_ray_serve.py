@@ -63,6 +63,8 @@ DEADLINE_S = 30.0
 # The load a replica is killed under: 32 rows at 1000 draws, tens of ms of work a request
 # for the replica and a few for the ingress, so that requests queue at the replicas.
 HEAVY_SAMPLES = 1000
+# The ingress's log reaches the launcher's output through Ray's log forwarding, a moment late.
+LOG_DELAY_S = 15.0
 HEAVY_ROWS = 32
 FIELDS = ("mean", "std", "epistemic_std", "aleatoric_std")
 
@@ -365,7 +367,11 @@ def test_a_replica_killed_mid_load_costs_no_request_and_comes_back(
     # The kill met requests at the replica: the ingress ran them again on the other one
     # (its log says so), or their clients retried a 503.
     retried = sum(o.tries > 1 for o in outcomes)
-    rerun = deployed.output().count("stopped while running request")
+    deadline = time.monotonic() + LOG_DELAY_S
+    while not (rerun := deployed.output().count("stopped while running request")) and (
+        not retried and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
     assert retried + rerun > 0, "the kill met no request in flight"
     assert victim not in {o.replica for _, o in numbered[-CONCURRENCY:]}  # it answers no more
 
