@@ -125,3 +125,9 @@ class Ensemble(nn.Module):
 
 def _standardizations(model: nn.Module) -> list[tuple[str, Standardize]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, Standardize)]
+
+
+def single_or_ensemble(networks: Sequence[nn.Module]) -> nn.Module:
+    """One trained network as it is, or several joined as an :class:`Ensemble`: what
+    ``--members K`` saves."""
+    return networks[0] if len(networks) == 1 else Ensemble.of(networks)

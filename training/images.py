@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.cnn import BayesianCNN
-from models.ensemble import Ensemble
+from models.ensemble import single_or_ensemble
 from models.images import to_model_input
 from models.layers import kl_divergence
 from training.augment import crop_and_flip
@@ -290,7 +290,7 @@ def train_image_model(
         )
         members.append(network)
         weights.append(kl_weight)
-    model = members[0] if settings.members == 1 else Ensemble.of(members)
+    model = single_or_ensemble(members)
     sha256 = save_checkpoint(model, output)
     # One pass over the test images gives the metrics and the epistemic threshold.
     scores = score_classification(

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
-from models.ensemble import Ensemble
-from training.cli import run_script, seed_everything
+from models.ensemble import single_or_ensemble
+from training.cli import run_script
 from training.datasets.location import DataNotFoundError
 from training.datasets.wine import WINE_FEATURES, WINE_TARGET, load_wine
 from training.evaluate import evaluate_regression
-from training.tabular import TEST_SAMPLES, TabularData, TabularSettings, fit_regressor
+from training.tabular import TEST_SAMPLES, TabularData, TabularSettings, fit_members
 
 SELECTION_FRACTION = 0.15
 SELECTION_SEED = 2026  # not a member's seed: the selection rows are nobody's early-stopping rows
@@ -64,18 +64,8 @@ def selection_data(data_dir: Path | None) -> TabularData:
 
 def score(data: TabularData, settings: TabularSettings) -> dict[str, float | None]:
     """Train ``settings.members`` networks as ``train_wine`` does; score them on selection."""
-    fitted = [
-        fit_regressor(
-            data,
-            settings,
-            generator=seed_everything(settings.seed + k),
-            device=torch.device("cpu"),
-            progress=False,
-            member=k,
-        ).model
-        for k in range(settings.members)
-    ]
-    model = fitted[0] if settings.members == 1 else Ensemble.of(fitted)
+    fitted = fit_members(data, settings, device=torch.device("cpu"), progress=False)
+    model = single_or_ensemble([f.model for f in fitted])
     return evaluate_regression(model, data.x_test, data.y_test, samples=TEST_SAMPLES)
 
 

@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
-from models.ensemble import Ensemble
+from models.ensemble import single_or_ensemble
 from models.layers import kl_divergence
 from models.predictive import fixed_posterior, is_bayesian, regression_samples
 from models.tabular import NoiseModel, TabularBNN, TabularGaussian, TabularRegressor
@@ -308,22 +308,17 @@ def validation_nll(model: TabularRegressor, x: torch.Tensor, y: torch.Tensor) ->
     return mixture_nll(y, mu, sigma)
 
 
-def train_tabular_model(
+def fit_members(
     data: TabularData,
     settings: TabularSettings,
     *,
-    output: Path,
-    command: str,
     device: torch.device,
     progress: bool = True,
     desc: str = "training",
-) -> dict[str, float | None]:
-    """Fit (``settings.members`` networks), write the checkpoint, score the test rows, write
-    the manifest; the test metrics."""
-    states = TrainingStates(
-        output, {"settings": asdict(settings), "data": data.description, "device": str(device)}
-    )
-    fitted: list[FittedRegressor] = []
+    states: TrainingStates | None = None,
+) -> list[FittedRegressor]:
+    """``settings.members`` networks, member k seeded with ``settings.seed + k``."""
+    fitted = []
     for member in range(settings.members):
         generator = seed_everything(settings.seed + member)
         label = desc if settings.members == 1 else f"{desc} member {member + 1}/{settings.members}"
@@ -339,7 +334,26 @@ def train_tabular_model(
                 member=member,
             )
         )
-    model = fitted[0].model if settings.members == 1 else Ensemble.of([f.model for f in fitted])
+    return fitted
+
+
+def train_tabular_model(
+    data: TabularData,
+    settings: TabularSettings,
+    *,
+    output: Path,
+    command: str,
+    device: torch.device,
+    progress: bool = True,
+    desc: str = "training",
+) -> dict[str, float | None]:
+    """Fit (``settings.members`` networks), write the checkpoint, score the test rows, write
+    the manifest; the test metrics."""
+    states = TrainingStates(
+        output, {"settings": asdict(settings), "data": data.description, "device": str(device)}
+    )
+    fitted = fit_members(data, settings, device=device, progress=progress, desc=desc, states=states)
+    model = single_or_ensemble([f.model for f in fitted])
     sha256 = save_checkpoint(model, output)
     metrics = evaluate_regression(model, data.x_test, data.y_test, samples=TEST_SAMPLES)
     runs = [
