@@ -4,7 +4,8 @@ The reference notebook's ``compute_predictions`` takes one row at a time and run
 forward passes, each drawing fresh weights (a Bayesian layer in eval mode without a
 posterior). The service's predictor stacks a batch and runs S fixed draws in one vectorised
 pass, summaries (mean, mixture interval, uncertainty split) included. Both run here, in one
-process, on one device, with the same torch threads, each for a fixed time budget; the claim
+process, on one device, with the same torch threads and the service's malloc thresholds
+(:mod:`service.allocator`), each for a fixed time budget; the claim
 is the ratio of their rows (or images) per second.
 
 The notebook loop is given every advantage: inputs already on the device as tensors, no
@@ -50,6 +51,7 @@ from models.images import decode_image, to_model_input
 from models.predictive import draws_available, network_count
 from models.tabular import TabularRegressor
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
+from service.allocator import retain_freed_memory
 from service.predictor import Job, Predictor
 from service.tasks import TASKS
 from training.datasets.cifar import CIFAR10_CLASSES
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> list[ModelFigure]:
     device = resolve_device(args.device)
     if device.type == "cuda":
         use_exact_float32()  # as the service does
+    retain_freed_memory()  # as the service's process does, and for the notebook's loop too
     found = repository(args.repository, args.models or ())
     names = args.models or list(found)
     models = {name: load_checkpoint(found[name]) for name in names}

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from models.checkpoint import CheckpointError, load_checkpoint, read_manifest, verify_checkpoint
 from models.device import resolve_device, use_exact_float32
 from models.predictive import member_count, network_count
+from service.allocator import retain_freed_memory
 from service.backend import BackendFactory, ModelBackend
 from service.batcher import BatcherSettings, DynamicBatcher
 from service.body_budget import BodyBudget
@@ -189,6 +190,8 @@ class ModelRegistry:
     def open(self) -> None:
         """List the repository; verify and load each served model's weights onto its device."""
         found = self.list_models()
+        if self.backends is None:  # the batches run in this process
+            retain_freed_memory()
         self._opened = True
         for name in found:
             optional = self._is_optional(name)
