@@ -1,6 +1,7 @@
 """HTTP level: the service against a bare FastAPI endpoint under the same wrk load.
 
-Three servers (five on CUDA), one after another, each one uvicorn worker on the same core:
+Three servers (five on CUDA), each one uvicorn worker on the same core, over the HTTP layer
+the service is deployed with (:mod:`bench.server`):
 
 * ``service``: the real service with every model of the repository (batching on, the
   defaults);
@@ -18,6 +19,10 @@ unless ``--rate``). The batched service also gets the same row as an Open Infere
 request, ``POST /v2/models/wine-bnn/infer`` (JSON tensors, ``samples`` S), at concurrency 32
 right after its ``/predict/wine`` points, and ``/predict/cifar`` (its default model) with
 JPEG uploads; its memory is read when ready and after all that load.
+
+The targets compare the service with the bare endpoint at the concurrencies of
+:data:`PAIRED_CONCURRENCY`; both are up at once for that, and are timed in alternating slices
+(ABBA, twice; route ``wine-vs-bare``) so that a drift of this shared machine falls on both.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ WINE_PATH = f"/predict/wine?model={WINE_DEFAULT}&samples={{samples}}"
 CIFAR_PATH = "/predict/cifar?samples={samples}"  # its default model, CIFAR_MODEL
 V2_PATH = f"/v2/models/{WINE_MODEL}/infer"  # samples in the body's parameters
 V2_CONNECTIONS = 32  # the concurrency of the v2 / /predict/wine comparison
+PAIRED_CONCURRENCY = (1, 32)  # where the service's targets are set against the bare endpoint
 # The wine model's own settings, as per-model variables: WINE_BNN__MAX_BATCH_SIZE...
 _WINE_SETTING = f"{settings_key(WINE_MODEL).upper()}__{{}}"
 UNBATCHED = _WINE_SETTING.format("MAX_BATCH_SIZE")
@@ -54,7 +60,9 @@ DEVICE_VARIANTS: dict[str, dict[str, str]] = {
 @dataclass(frozen=True)
 class Point:
     server: str  # service, bare, unbatched, or a DEVICE_VARIANTS name
-    route: str  # wine, v2 (wine as an Open Inference Protocol request) or cifar
+    # wine; v2 (wine as an Open Inference Protocol request) or wine-vs-v2 beside it; wine-vs-bare
+    # (service's and bare's slices, alternating); or cifar
+    route: str
     result: load.LoadResult
     cpu_ms_per_request: float  # the server's CPU time (all threads) per completed request
     loop_ms_per_request: float  # the part on the main thread: HTTP, routing, JSON, batcher
@@ -196,12 +204,49 @@ class Driver:
             duration_s=1.0,
             prefix=self.place.load,
         )
-        slice_s = float(max(1, round(duration_s / 2)))  # wrk takes whole seconds
-        for route in ("wine-vs-v2", "v2", "v2", "wine-vs-v2") * 2:
-            path, body = (V2_PATH, v2) if route == "v2" else (wine_path, wine)
+        for which in ABBA:
+            route, path, body = (("wine-vs-v2", wine_path, wine), ("v2", V2_PATH, v2))[which]
             self.run(
-                target, "service", route, path, body, connections=V2_CONNECTIONS, duration_s=slice_s
+                target,
+                "service",
+                route,
+                path,
+                body,
+                connections=V2_CONNECTIONS,
+                duration_s=slice_seconds(duration_s),
             )
+
+    def paired_points(
+        self,
+        servers: dict[str, server.Server],
+        path: str,
+        body: bodies.Body,
+        concurrency: tuple[int, ...],
+        duration_s: float,
+    ) -> None:
+        """``/predict/wine`` on the service and on the bare endpoint, both up, in alternating
+        slices at each of ``concurrency``: route ``wine-vs-bare``."""
+        for c in concurrency:
+            for which in ABBA:
+                name = ("service", "bare")[which]
+                self.run(
+                    servers[name],
+                    name,
+                    "wine-vs-bare",
+                    path,
+                    body,
+                    connections=c,
+                    duration_s=slice_seconds(duration_s),
+                )
+
+
+# Which of two things (A: 0, B: 1) each slice of an alternating comparison times: ABBA, twice.
+ABBA = (0, 1, 1, 0) * 2
+
+
+def slice_seconds(duration_s: float) -> float:
+    """Half a point's duration, in whole seconds (what wrk takes): each of A and B gets four."""
+    return float(max(1, round(duration_s / 2)))
 
 
 def post_once(url: str, body: bodies.Body) -> None:
@@ -229,7 +274,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         wine_path = WINE_PATH.format(samples=args.samples)
         cifar_path = CIFAR_PATH.format(samples=args.cifar_samples)
 
-        with server.running(server.SERVICE_APP, env=env, **run) as svc:
+        with (
+            server.running(server.SERVICE_APP, env=env, **run) as svc,
+            server.running(server.BARE_APP, env=env, **run) as bare,
+        ):
             ready = memory.read(svc.pid)
             rate = args.rate
             driver.wine_points(svc, "service", wine_path, wine, args, None)
@@ -262,11 +310,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 steady=True,
             )
             after = memory.read(svc.pid)
-            servers["service"] = _describe(svc)
-
-        with server.running(server.BARE_APP, env=env, **run) as bare:
             driver.wine_points(bare, "bare", wine_path, wine, args, rate)
-            servers["bare"] = _describe(bare)
+            paired = {"service": svc, "bare": bare}
+            driver.paired_points(paired, wine_path, wine, PAIRED_CONCURRENCY, args.duration)
+            servers |= {name: _describe(srv) for name, srv in paired.items()}
 
         unbatched_env = {**env, UNBATCHED: "1"}
         with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:

@@ -316,6 +316,51 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
     assert "p50" in report.table(rows)
 
 
+def test_the_targets_compare_the_alternating_slices_when_a_run_has_them() -> None:
+    def slices(server: str, c: int, throughputs: list[float], p50s: list[float]) -> list[Any]:
+        return [
+            {**point(server, c, rate, p50), "route": "wine-vs-bare"}
+            for rate, p50 in zip(throughputs, p50s, strict=True)
+        ]
+
+    http = {
+        "device": "cpu",
+        "samples": 100,
+        "models": ["wine-bnn"],
+        "points": [
+            # One after the other, the machine drifted: 0.5 of bare, p50 2.5 > 0.4 + 1.5.
+            point("service", 1, 400, 2.5),
+            point("bare", 1, 2000, 0.4),
+            point("service", 32, 500, 10),
+            point("bare", 32, 1000, 8),
+            # Side by side: service/bare 0.8 (mean 800 over mean 1000); p50s' medians
+            # 1.8 and 0.4, within 1.5 ms.
+            *slices("service", 1, [500, 500], [1.7, 1.9]),
+            *slices("bare", 1, [2000, 2000], [0.4, 0.4]),
+            *slices("service", 32, [700, 900], [10, 10]),
+            *slices("bare", 32, [900, 1100], [8, 8]),
+        ],
+        "memory": {
+            "ready": {"peak_bytes": 900 * 2**20, "current_bytes": 800 * 2**20},
+            "after_load": {"peak_bytes": 900 * 2**20, "current_bytes": 900 * 2**20},
+        },
+    }
+    rows = report.http_rows(http, {"figures": []}, "H")
+    targeted = [(row.figure, row.measured, row.verdict) for row in rows if row.target]
+    assert targeted[:2] == [
+        (
+            "HTTP wine S=100 c=1: service p50 vs bare p50 + 1.5 ms (2 alternating slices each)",
+            "1.80 ms (bare 0.40 ms)",
+            "pass",
+        ),
+        (
+            "HTTP wine S=100 c=32: service / bare req/s (2 alternating slices each)",
+            "800 / 1,000 = 0.80",
+            "pass",
+        ),
+    ]
+
+
 def test_on_cuda_wine_is_held_to_the_host_cpu_and_graphs_to_eager() -> None:
     http = {
         "device": "cuda",
