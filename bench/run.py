@@ -46,20 +46,24 @@ METHOD = """\
   forward, so at equal S it should cost what the single network does. A pair whose ensemble
   is not in the repository is skipped and the table says so. An ensemble's own notebook
   figure runs pass s on member s mod K.
-- **HTTP level** (`H`): one uvicorn worker per server, started in turn: the service (every
-  model of the repository), `bench.bare_app` (same query parameters, the service's own
-  decoder for the wine model, canned answer of the service's shape through the service's JSON
-  encoder) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`. wrk (one thread) drives each,
-  closed loop at each concurrency and at a fixed arrival rate. Body: one wine instance (the
-  example `GET /models` shows); the service also gets that row as an Open Inference Protocol
-  request (`POST /v2/models/wine-bnn/infer`, an FP32 [1, 11] JSON tensor, `samples` in its
-  parameters) at c=32, in slices alternating with `/predict/wine` at c=32 (ABBA, twice), the
-  mean of each route's slices being what the v2 / `/predict` ratio compares; CIFAR: a
-  multipart upload of real test-split JPEGs; its images/s count the answers after the first
-  batch's over the time to the last one, since a closed loop of second-long requests starts
-  with an empty pipeline. CPU ms/req is the server
-  process's user + system time over completed requests: unlike req/s, another job on the
-  core does not change it.
+- **HTTP level** (`H`): one uvicorn worker per server, each over the HTTP layer the service is
+  deployed with (uvicorn's h11 behind `service.connection_guard`, as `make serve` and the image
+  start it): the service (every model of the repository), `bench.bare_app` (same query
+  parameters, the service's own decoder for the wine model, canned answer of the service's
+  shape through the service's JSON encoder) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`.
+  wrk (one thread) drives each, closed loop at each concurrency and at a fixed arrival rate.
+  The service and the bare endpoint are up together, and the targets against bare (c=1 p50,
+  c=32 req/s) compare slices that alternate between them (ABBA, twice: the mean req/s and the
+  median p50 of each one's slices), so that the drift of this shared machine, which moved the
+  bare endpoint's c=1 p50 from 0.19 to 0.37 ms between two runs of one day, falls on both.
+  Body: one wine instance (the example `GET /models` shows); the service also gets that row as
+  an Open Inference Protocol request (`POST /v2/models/wine-bnn/infer`, an FP32 [1, 11] JSON
+  tensor, `samples` in its parameters) at c=32, in slices alternating with `/predict/wine` at
+  c=32 (ABBA, twice), the mean of each route's slices being what the v2 / `/predict` ratio
+  compares; CIFAR: a multipart upload of real test-split JPEGs; its images/s count the answers
+  after the first batch's over the time to the last one, since a closed loop of second-long
+  requests starts with an empty pipeline. CPU ms/req is the server process's user + system time
+  over completed requests: unlike req/s, another job on the core does not change it.
 - **Fixed arrival rate**: wrk's `delay()` hook (`bench/wrk_post.lua`) schedules request n
   at n/rate s and the next free connection of a pool sends it. Caveat: it is open loop only
   while a connection is free; a request that found the whole pool busy went out late, wrk

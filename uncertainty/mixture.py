@@ -20,7 +20,11 @@ __all__ = ["MAX_STEPS", "QuantileSearch", "mixture_cdf", "mixture_quantile", "mi
 # quantile) bisection still bounds the answer. An element stops (its value frozen) once its
 # own step falls below the tolerance, so its answer never depends on what shares the batch.
 MAX_STEPS = 128
-_TOLERANCE = 1e-13  # relative to |x| + the mixture's standard deviation
+# Relative to |x| + the mixture's standard deviation. The answers are float32 (24 bits, 6e-8
+# relative): an element whose step fell below 1e-10 of its scale is settled far inside one
+# float32 ulp (a Newton step's error is about its square). 1e-13 took one step more on most
+# wine rows for the same float32 answers, on all 4,898 of them and 2,000 far outside.
+_TOLERANCE = 1e-10
 
 
 def _check_components(mu: Tensor, sigma: Tensor) -> None:
