@@ -9,6 +9,7 @@ from torch.distributions import Normal, kl_divergence
 
 from models.cnn import BayesianCNN
 from models.layers import (
+    _SEED_STRIDE,
     BayesConv2d,
     BayesLinear,
     Posterior,
@@ -98,6 +99,22 @@ def test_seeded_posterior_repeats_and_is_prefix_stable() -> None:
         assert torch.equal(a[layer].bias, more[layer].bias[:3])
         assert torch.equal(a[layer].weight, more.head(3)[layer].weight)
         assert not torch.equal(a[layer].weight, other[layer].weight)
+
+
+def test_seeded_linear_draws_are_each_draws_own_noise_laid_out_in_major() -> None:
+    # Draw s is mu + sigma × the noise of generator (seed, s), weight before bias; stored so
+    # that the S × in × out matrices the batched product reads are contiguous.
+    layer = BayesLinear(5, 4)
+    _randomise(layer)
+    draws = sample_posterior(layer, 3, seed=7)[layer]
+    assert draws.weight.shape == (3, 4, 5)
+    assert draws.weight.transpose(1, 2).is_contiguous()
+    for s in range(3):
+        generator = torch.Generator().manual_seed(7 * _SEED_STRIDE + s)
+        weight_noise = torch.randn((4, 5), generator=generator)
+        bias_noise = torch.randn(4, generator=generator)
+        assert torch.equal(draws.weight[s], layer.weight_mu + layer.weight_sigma * weight_noise)
+        assert torch.equal(draws.bias[s], layer.bias_mu + layer.bias_sigma * bias_noise)
 
 
 @pytest.mark.parametrize("shared_input", [True, False])
