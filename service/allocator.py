@@ -7,10 +7,11 @@ free top it hands back once that top passes its trim threshold. Either way the n
 touches new pages and the kernel zero-fills each one on first touch. Both thresholds start
 small and glibc only raises them as mmapped blocks are freed, not enough for this pattern:
 the wine network's batch of 32 rows at S=100 took about 600 page faults, 64 rows 1,300,
-every time (:func:`resource.getrusage`'s ``ru_minflt``). With the thresholds raised here it
-takes none after the first few, and the pass is 18 to 23 % faster on this project's CPU (32 rows
-2.8 → 2.3 ms, 64 rows 4.7 → 3.6 ms; CIFAR's convolutions, bound by arithmetic, gain
-nothing). The price is memory the process keeps after a large batch, at most
+every time (:func:`resource.getrusage`'s ``ru_minflt``). With the thresholds raised here a
+batch after the first few reuses the pages of the one before (a 64-row batch then takes about
+7 faults, for what else it allocates), and the pass is 18 to 23 % faster on this project's
+CPU (32 rows 2.8 → 2.3 ms, 64 rows 4.7 → 3.6 ms; CIFAR's convolutions, bound by arithmetic,
+gain nothing). The price is memory the process keeps after a large batch, at most
 :data:`TRIM_THRESHOLD_BYTES` above what it uses; its peak does not change.
 
 Only glibc has ``mallopt``; elsewhere (musl, macOS) nothing changes. Thresholds set by the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
 import subprocess
 import sys
 import textwrap
@@ -60,12 +61,14 @@ def faults_per_batch(mode: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_batch_after_the_first_touches_no_new_pages() -> None:
+def test_a_batch_after_the_first_reuses_the_pages_of_the_one_before() -> None:
     tuned = faults_per_batch("tuned")
     assert tuned["tuned"] is True
-    # A 64-row batch's activations span about 1,300 pages: glibc's defaults fault in
-    # hundreds of them every batch here (see the module's docstring).
-    assert tuned["faults_per_batch"] < 5
+    # The activations of a batch (S × rows × the widths of three hidden layers and the head,
+    # float32) span about 1,200 pages; glibc's defaults fault in about that many every batch
+    # here (see the module's docstring). A few faults remain for what else a batch allocates.
+    pages = 100 * 64 * (3 * 64 + 2) * 4 / resource.getpagesize()
+    assert tuned["faults_per_batch"] < pages / 50
 
 
 def test_the_operators_own_malloc_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
