@@ -45,9 +45,7 @@ def retain_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process; whether they were set."""
     if platform.libc_ver()[0] != "glibc":
         return False
-    if any(name in os.environ for name in _OPERATOR_SETTINGS) or "glibc.malloc." in os.environ.get(
-        "GLIBC_TUNABLES", ""
-    ):
+    if _set_by_the_operator():
         logger.info("malloc thresholds left as the environment sets them")
         return False
     mallopt = ctypes.CDLL(None).mallopt
@@ -57,3 +55,9 @@ def retain_freed_memory() -> bool:
     if not applied:
         logger.warning("glibc refused the malloc thresholds; batches will fault in new pages")
     return applied
+
+
+def _set_by_the_operator() -> bool:
+    """Whether the environment tunes glibc's malloc itself (it reads it at start-up)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(name in os.environ for name in _OPERATOR_SETTINGS) or "glibc.malloc." in tunables

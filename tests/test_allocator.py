@@ -71,6 +71,16 @@ def test_a_batch_after_the_first_reuses_the_pages_of_the_one_before() -> None:
     assert tuned["faults_per_batch"] < pages / 50
 
 
-def test_the_operators_own_malloc_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_MMAP_THRESHOLD_", "131072"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072"),
+    ],
+)
+def test_the_operators_own_malloc_settings_win(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
     assert retain_freed_memory() is False
