@@ -11,8 +11,8 @@
 # the service's own predictors, whose modules import FastAPI and pydantic); else python3 if
 # it does (the GPU image's); else it builds .venv with `make venv` (that needs the package
 # registries). Data: $BAYES_DATA_DIR or ../shared/data; without them the model level's inputs
-# are synthetic, which times the same. Then, where pytest is installed, the correctness tests
-# with the models on CUDA (tests_cuda.txt).
+# are synthetic, which times the same. Before the figures, where pytest is installed, the
+# correctness tests with the models on CUDA (tests_cuda.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,20 +45,13 @@ print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA {tor
 } | tee "$out/gpu.txt"
 
 export PYTHONUNBUFFERED=1
-if command -v wrk >/dev/null; then
-  "$python" -m bench.run --device cuda --output "$out/RESULTS.md" \
-    --note "bash bench/gpu.sh on a lent GPU machine: models on CUDA" "$@" | tee "$out/bench.txt"
-else
-  echo "wrk is not on PATH: the model level alone" | tee -a "$out/gpu.txt"
-  "$python" -m bench.model_level --device cuda --duration 3 --image-batch 64 \
-    --json "$out/model_level_cuda.json" | tee "$out/model_level_cuda.txt"
-fi
-
 # Correctness with the models on CUDA: the golden answers, the wine test rows over HTTP against
 # their manifest, answers independent of what shares a batch, the v2 routes, CUDA graphs against
 # the eager pass (tests/test_graphs.py; the service's own start-up checks them too, and says
 # in GET /models which way each model runs). Their output goes
-# to $out; a failure there is a finding for RESULTS.md, not a reason to stop the figures above.
+# to $out; a failure there is a finding for RESULTS.md, not a reason to stop the figures below.
+# First, and short (a minute or two): a run cut off by the lent machine's time limit still
+# brings back the tests, and the figures measured so far in bench.txt.
 if "$python" -m pytest --version >/dev/null 2>&1; then
   DEVICE=cuda "$python" -m pytest -q -p no:cacheprovider tests/test_golden.py \
     tests/test_server.py tests/test_api.py tests/test_mixture.py tests/test_v2.py \
@@ -66,4 +59,13 @@ if "$python" -m pytest --version >/dev/null 2>&1; then
     2>&1 | tee "$out/tests_cuda.txt" || true
 else
   echo "pytest is not installed: no correctness run on CUDA" | tee -a "$out/gpu.txt"
+fi
+
+if command -v wrk >/dev/null; then
+  "$python" -m bench.run --device cuda --output "$out/RESULTS.md" \
+    --note "bash bench/gpu.sh on a lent GPU machine: models on CUDA" "$@" | tee "$out/bench.txt"
+else
+  echo "wrk is not on PATH: the model level alone" | tee -a "$out/gpu.txt"
+  "$python" -m bench.model_level --device cuda --duration 3 --image-batch 64 \
+    --json "$out/model_level_cuda.json" | tee "$out/model_level_cuda.txt"
 fi
