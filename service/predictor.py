@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Final, Generic, Self, TypeVar
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from models.layers import Posterior
 from models.predictive import draws_available, fixed_posterior, network_count
 
-__all__ = ["EAGER", "BatchResult", "Job", "Predictor"]
+__all__ = ["EAGER", "BatchResult", "Job", "Predictor", "row_bounds"]
 
 # How a model's batches run where nothing faster was prepared (GET /models' ``execution``).
 EAGER: Final = "eager"
@@ -50,6 +50,12 @@ class Job:
         return len(self.inputs)
 
 
+def row_bounds(jobs: Sequence[Job]) -> list[int]:
+    """Where each job's rows start in their batch, then where the last job's end: job i holds
+    rows ``bounds[i]`` to ``bounds[i + 1] - 1``."""
+    return list(accumulate((job.rows for job in jobs), initial=0))
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """Per-row summaries of consecutive rows, every field an array (or None) over the rows.
@@ -68,8 +74,7 @@ class BatchResult:
 
     def split(self, jobs: Sequence[Job]) -> list[Self]:
         """Each job's rows, the jobs' rows being these rows in order."""
-        bounds = np.cumsum([0, *(job.rows for job in jobs)]).tolist()
-        return [self.rows(start, stop) for start, stop in pairwise(bounds)]
+        return [self.rows(start, stop) for start, stop in pairwise(row_bounds(jobs))]
 
 
 R = TypeVar("R", bound=BatchResult)
@@ -128,7 +133,7 @@ class Predictor(Generic[R]):
 
     def _summarise_by_group(self, jobs: Sequence[Job], outputs: tuple[Tensor, ...]) -> list[R]:
         """Summarise jobs sharing (samples, level) together; hand each job its rows."""
-        bounds = np.cumsum([0, *(job.rows for job in jobs)])
+        bounds = row_bounds(jobs)
         groups: dict[tuple[int, float], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
             groups[(job.samples, job.level)].append(index)

@@ -31,7 +31,7 @@ from models.task import TABULAR_REGRESSION
 from service.errors import InputError, error_entry
 from service.graphs import CUDA_GRAPHS, RegressionGraphs, capture_regression_graphs
 from service.inputs import check_content_type, parse_json, table_rows
-from service.predictor import EAGER, BatchResult, Job, Predictor
+from service.predictor import EAGER, BatchResult, Job, Predictor, row_bounds
 from service.protocol import ProtocolError
 from service.protocol.tensors import RequestTensor, TensorSpec, match_input
 from service.schemas import RegressionResponse, tabular_body_adapter
@@ -149,7 +149,7 @@ class RegressionPredictor(Predictor[RegressionResult]):
         draws are still at hand (only the curves leave the device)."""
         if not any(isinstance(job, DensityJob) for job in jobs):
             return results
-        bounds = np.cumsum([0, *(job.rows for job in jobs)]).tolist()
+        bounds = row_bounds(jobs)
         for index, job in enumerate(jobs):
             if isinstance(job, DensityJob):
                 rows = slice(bounds[index], bounds[index + 1])
