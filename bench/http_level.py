@@ -18,7 +18,8 @@ fixed arrival rate (half the batched service's closed-loop throughput at concurr
 unless ``--rate``). The batched service also gets the same row as an Open Inference Protocol
 request, ``POST /v2/models/wine-bnn/infer`` (JSON tensors, ``samples`` S), at concurrency 32
 right after its ``/predict/wine`` points, and ``/predict/cifar`` (its default model) with
-JPEG uploads; its memory is read when ready and after all that load.
+JPEG uploads; its memory is read when ready, after all that load, and last after one request
+to each model at its largest ``samples`` (draws are made when first asked for).
 
 The targets compare the service with the bare endpoint at the concurrencies of
 :data:`PAIRED_CONCURRENCY`; both are up at once for that, and are timed in alternating slices
@@ -250,11 +251,27 @@ def slice_seconds(duration_s: float) -> float:
 
 
 def post_once(url: str, body: bodies.Body) -> None:
-    request = urllib.request.Request(
-        url, data=body.path.read_bytes(), headers={"Content-Type": body.content_type}
-    )
+    _post(url, body.path.read_bytes(), body.content_type)
+
+
+def _post(url: str, data: bytes, content_type: str) -> None:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=60) as response:
         response.read()
+
+
+def ask_every_draw(url: str, images: bodies.Body) -> None:
+    """One request to each served model at its largest ``samples`` (a tabular model's example
+    row, or ``images``). A model makes its posterior draws when a request first asks for them,
+    so each then holds all it may: the memory read after is the most their draws can take."""
+    with urllib.request.urlopen(url + "/models", timeout=60) as response:
+        models = json.load(response)["models"]
+    for model in models:
+        path = f"{url}/predict/{model['name']}?samples={model['max_samples']}"
+        if model["task"] == TABULAR_REGRESSION:
+            _post(path, json.dumps(model["input"]["example"]).encode(), "application/json")
+        else:
+            post_once(path, images)
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -314,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             paired = {"service": svc, "bare": bare}
             driver.paired_points(paired, wine_path, wine, PAIRED_CONCURRENCY, args.duration)
             servers |= {name: _describe(srv) for name, srv in paired.items()}
+            ask_every_draw(svc.url, cifar)
+            every_draw = memory.read(svc.pid)
 
         unbatched_env = {**env, UNBATCHED: "1"}
         with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:
@@ -350,7 +369,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             }
             for p in points
         ],
-        "memory": {"ready": asdict(ready), "after_load": asdict(after)},
+        "memory": {
+            "ready": asdict(ready),
+            "after_load": asdict(after),
+            "every_draw": asdict(every_draw),
+        },
         "servers": servers,
     }
     if args.json:

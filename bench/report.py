@@ -354,7 +354,7 @@ def _memory_rows(http: dict[str, Any], source: str) -> list[Row]:
     on_cpu = device == "cpu"
     where = "" if on_cpu else f" (models on {device}: the target is for the CPU)"
     loaded = f"all {len(http['models'])} models loaded"
-    return [
+    rows = [
         Row(
             f"memory: service peak RSS (VmHWM), {loaded}, ready{where}",
             f"{ready['peak_bytes'] / MiB:,.0f} MiB (current {ready['current_bytes'] / MiB:,.0f})",
@@ -370,6 +370,20 @@ def _memory_rows(http: dict[str, Any], source: str) -> list[Row]:
             source,
         ),
     ]
+    every = http["memory"].get("every_draw")
+    if every is not None:
+        rows.append(
+            Row(
+                "memory: service peak RSS once each model was asked for its largest samples "
+                "(every draw made; the most settings allow)",
+                f"{every['peak_bytes'] / MiB:,.0f} MiB "
+                f"(current {every['current_bytes'] / MiB:,.0f})",
+                "",
+                "",
+                source,
+            )
+        )
+    return rows
 
 
 def table(rows: list[Row]) -> str:

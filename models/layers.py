@@ -325,49 +325,104 @@ def sample_mixture_posterior(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    posterior = posterior_room(members[0], num_samples)
+    draw_mixture_posterior(posterior, members, seed, 0, num_samples)
+    return posterior
+
+
+def posterior_room(model: nn.Module, num_samples: int) -> Posterior:
+    """Room for ``num_samples`` draws of the model's weight layers, on its device, not drawn.
+
+    Nothing is written to it: on the CPU the kernel maps a page of fresh memory only when it is
+    first written, so room for draws never made costs address space, not resident memory.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    return Posterior(
+        {
+            layer: WeightDraws(
+                _empty_weights(
+                    num_samples,
+                    _weight_of(layer).shape,
+                    _weight_of(layer).dtype,
+                    _weight_of(layer).device,
+                ),
+                _bias_of(layer).new_empty((num_samples, *_bias_of(layer).shape)),
+            )
+            for layer in weight_layers(model)
+        }
+    )
+
+
+def draw_mixture_posterior(
+    posterior: Posterior, members: Sequence[nn.Module], seed: int, start: int, stop: int
+) -> None:
+    """Write draws ``start`` to ``stop - 1`` of :func:`sample_mixture_posterior` into
+    ``posterior`` (room from :func:`posterior_room` of the first member): the same numbers,
+    whichever draws were written before, so draws can be made as they are first needed."""
+    if not 0 <= start < stop <= posterior.num_samples:
+        raise ValueError(
+            f"need 0 <= start < stop <= {posterior.num_samples}, got start={start}, stop={stop}"
+        )
     member_layers = [weight_layers(member) for member in members]
     template = member_layers[0]
     if any(len(layers) != len(template) for layers in member_layers):
         raise ValueError("ensemble members must have the same layers")
-    bayesian = isinstance(template[0], BayesianLayer)
-    # Noise first, into one preallocated tensor per parameter: no per-draw copies to join. It
-    # comes from CPU generators whatever the model's device: CUDA's generator gives other
-    # numbers for the same seed, and the same checkpoint must give the same answers anywhere.
-    shapes = [(_weight_of(layer).shape, _bias_of(layer).shape) for layer in template]
-    draws = [
-        WeightDraws(
-            _empty_weights(num_samples, w, _weight_of(layer).dtype),
-            torch.empty((num_samples, *b), dtype=_bias_of(layer).dtype),
-        )
-        for layer, (w, b) in zip(template, shapes, strict=True)
-    ]
-    if bayesian:
-        for s in range(num_samples):
-            generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + s)
-            for draw, (w, b) in zip(draws, shapes, strict=True):
-                # Drawn as a contiguous block, then placed: the same numbers in the same
-                # places whatever the layout of the draws.
-                draw.weight[s].copy_(torch.randn(w, generator=generator))
-                torch.randn(b, generator=generator, out=draw.bias[s])
-    by_layer = {}
+    rooms = [posterior[layer] for layer in template]
+    if isinstance(template[0], BayesianLayer):
+        _write_noise(rooms, seed, start, stop)
     with torch.no_grad():
-        for j, (layer, noise) in enumerate(zip(template, draws, strict=True)):
-            device = _weight_of(layer).device
-            weight, bias = noise.weight.to(device), noise.bias.to(device)
+        for j, room in enumerate(rooms):
             for k, layers in enumerate(member_layers):
-                rows = slice(k, num_samples, len(members))  # the draws of member k
+                # The draws of member k: those whose index is k mod K.
+                rows = slice(start + (k - start) % len(members), stop, len(members))
                 source = layers[j]
-                if bayesian:
-                    weight[rows].mul_(source.weight_sigma).add_(source.weight_mu)
-                    bias[rows].mul_(source.bias_sigma).add_(source.bias_mu)
+                if isinstance(source, BayesianLayer):
+                    room.weight[rows].mul_(source.weight_sigma).add_(source.weight_mu)
+                    room.bias[rows].mul_(source.bias_sigma).add_(source.bias_mu)
                 else:
-                    weight[rows] = source.weight
-                    bias[rows] = source.bias
-            by_layer[layer] = WeightDraws(weight, bias)
-    return Posterior(by_layer)
+                    room.weight[rows] = source.weight
+                    room.bias[rows] = source.bias
 
 
-def _empty_weights(num_samples: int, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+def _write_noise(rooms: list[WeightDraws], seed: int, start: int, stop: int) -> None:
+    """Standard normal noise into draws ``start`` to ``stop - 1`` of every layer's room.
+
+    Draw s's noise, every layer's in turn, comes from its own generator seeded from (seed, s):
+    a CPU generator whatever the room's device, since CUDA's gives other numbers for the same
+    seed and the same checkpoint must give the same answers anywhere. Off the CPU it is made in
+    a CPU copy of the draws' rows, then moved in one transfer per tensor.
+    """
+    on_cpu = rooms[0].weight.device.type == "cpu"
+    count = stop - start
+    staged = [
+        WeightDraws(room.weight[start:stop], room.bias[start:stop])
+        if on_cpu
+        else WeightDraws(
+            _empty_weights(count, room.weight.shape[1:], room.weight.dtype),
+            torch.empty((count, *room.bias.shape[1:]), dtype=room.bias.dtype),
+        )
+        for room in rooms
+    ]
+    for s in range(count):
+        generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + start + s)
+        for draw in staged:
+            # Drawn as a contiguous block, then placed: the same numbers in the same places
+            # whatever the layout of the draws.
+            draw.weight[s].copy_(torch.randn(draw.weight.shape[1:], generator=generator))
+            torch.randn(draw.bias.shape[1:], generator=generator, out=draw.bias[s])
+    if not on_cpu:
+        for room, draw in zip(rooms, staged, strict=True):
+            room.weight[start:stop].copy_(draw.weight)
+            room.bias[start:stop].copy_(draw.bias)
+
+
+def _empty_weights(
+    num_samples: int,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Room for ``num_samples`` draws of a weight of ``shape``, ``S × shape``.
 
     A linear layer's draws (S × out × in) are laid out in-major, so that the S × in × out
@@ -378,9 +433,10 @@ def _empty_weights(num_samples: int, shape: torch.Size, dtype: torch.dtype) -> T
     0.44 ms; one row is as fast as before.
     """
     if len(shape) != 2:
-        return torch.empty((num_samples, *shape), dtype=dtype)
+        return torch.empty((num_samples, *shape), dtype=dtype, device=device)
     out_features, in_features = shape
-    return torch.empty((num_samples, in_features, out_features), dtype=dtype).transpose(1, 2)
+    room = torch.empty((num_samples, in_features, out_features), dtype=dtype, device=device)
+    return room.transpose(1, 2)
 
 
 def _weight_of(layer: nn.Module) -> Tensor:

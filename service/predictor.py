@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from models.layers import Posterior
-from models.predictive import draws_available, fixed_posterior, network_count
+from models.predictive import DrawnOnDemand, draws_available, network_count
 
 __all__ = ["EAGER", "BatchResult", "Job", "Predictor", "row_bounds"]
 
@@ -93,9 +93,11 @@ class Predictor(Generic[R]):
         # One deterministic network has no draws to make; an ensemble of K has K to choose from.
         self.max_samples = draws_available(model, max_samples)
         self.has_posterior = network_count(model) != 1
-        # Drawn once, from a fixed seed: reproducible answers whatever shares the batch.
-        self.posterior: Posterior | None = (
-            fixed_posterior(model, self.max_samples) if self.has_posterior else None
+        # Seeded draws, each made the first time a batch needs it and kept: reproducible
+        # answers whatever shares the batch, and memory for the draws asked for, not for all
+        # ``max_samples`` (a model served at its default S holds that many).
+        self.posterior: DrawnOnDemand | None = (
+            DrawnOnDemand(model, self.max_samples) if self.has_posterior else None
         )
 
     # How its batches run: eager, or what :meth:`accelerate` prepared.

@@ -317,11 +317,11 @@ class ModelRegistry:
                     served.task.predictor, served.settings.max_samples
                 )
                 row = served.task.warm_up_inputs()
-                # First pass at the most draws: one-off costs (allocations, kernels) too.
-                await asyncio.to_thread(
-                    predictor, [Job(row, predictor.max_samples, _WARM_UP_LEVEL)]
-                )
+                # A first pass at the default draws, for its one-off costs (making the draws,
+                # allocations, kernels). Draws past the default are made when a request first
+                # asks for them: the memory of draws nobody asks for is never taken.
                 samples = min(served.settings.default_samples, predictor.max_samples)
+                await asyncio.to_thread(predictor, [Job(row, samples, _WARM_UP_LEVEL)])
                 if served.settings.cuda_graphs:
                     served.execution = await asyncio.to_thread(
                         predictor.accelerate,

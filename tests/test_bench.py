@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
-from bench import bodies, decode_level, machine, report
+from bench import bodies, decode_level, http_level, machine, report
 from bench.bare_app import create_app as create_bare_app
 from bench.checkpoints import WINE_MODEL
 from bench.http_level import WINE_PATH
@@ -408,6 +410,21 @@ def test_memory_has_no_target_when_the_models_run_on_cuda() -> None:
     assert "models on cuda" in on_cuda[0].figure
 
 
+def test_the_memory_of_every_draw_is_shown_beside_the_target() -> None:
+    # Draws are made when first asked for: the figure once all are made is the bound the
+    # settings allow, shown for scale; the target is for what the service holds as it serves.
+    memory = {
+        "ready": {"peak_bytes": 800 * 2**20, "current_bytes": 800 * 2**20},
+        "after_load": {"peak_bytes": 850 * 2**20, "current_bytes": 840 * 2**20},
+        "every_draw": {"peak_bytes": 1300 * 2**20, "current_bytes": 1290 * 2**20},
+    }
+    http = {"samples": 100, "models": ["wine-bnn"], "points": [], "memory": memory}
+    rows = report.http_rows({**http, "device": "cpu"}, {"figures": []}, "H")
+    assert [row.verdict for row in rows] == ["pass", "pass", ""]
+    assert rows[2].measured == "1,300 MiB (current 1,290)"
+    assert "largest samples" in rows[2].figure
+
+
 @pytest.mark.parametrize(
     ("cores", "server", "load"),
     [(range(2), "0", "1"), (range(3), "0", "1"), (range(4, 20), "4,5", "6")],
@@ -442,3 +459,25 @@ def test_decode_rows_say_the_speedup_against_its_target() -> None:
     points[1]["images_per_s"] = 760.0
     (row,) = decode_level.rows({"points": points}, "D")
     assert "= 1.90×" in row.measured and row.verdict == "pass"
+
+
+def test_every_model_is_asked_for_its_largest_samples(live_server: Any, tmp_path: Path) -> None:
+    # What the last memory row is read after: each model's largest S, with a body it accepts
+    # (an error answer would raise).
+    image = tmp_path / "cat" / "0000.jpg"
+    image.parent.mkdir()
+    Image.new("RGB", (32, 32), (200, 40, 90)).save(image)
+    asked: list[str] = []
+    original = http_level._post
+
+    def recording(url: str, data: bytes, content_type: str) -> None:
+        asked.append(url.removeprefix(live_server.url))
+        original(url, data, content_type)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http_level, "_post", recording)
+        http_level.ask_every_draw(live_server.url, bodies.cifar_body(tmp_path, [image]))
+    served = httpx.get(f"{live_server.url}/models").json()["models"]
+    assert sorted(asked) == sorted(
+        f"/predict/{model['name']}?samples={model['max_samples']}" for model in served
+    )
