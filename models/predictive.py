@@ -78,6 +78,9 @@ class DrawnOnDemand:
         self._seed = seed
         self._room = posterior_room(self._members[0], capacity)
         self.drawn = 0  # draws 0 to drawn - 1 are made
+        # Each S's views, made once: a batch at the default S then costs a lookup, not a
+        # dict of slices (15 µs a batch here).
+        self._heads: dict[int, Posterior] = {}
 
     @property
     def capacity(self) -> int:
@@ -85,12 +88,16 @@ class DrawnOnDemand:
 
     def head(self, num_samples: int) -> Posterior:
         """The first ``num_samples`` draws (views), making those not made yet."""
+        head = self._heads.get(num_samples)
+        if head is not None:
+            return head
         if not 1 <= num_samples <= self.capacity:
             raise ValueError(f"num_samples must be in [1, {self.capacity}], got {num_samples}")
         if num_samples > self.drawn:
             draw_mixture_posterior(self._room, self._members, self._seed, self.drawn, num_samples)
             self.drawn = num_samples
-        return self._room.head(num_samples)
+        head = self._heads[num_samples] = self._room.head(num_samples)
+        return head
 
 
 @torch.no_grad()

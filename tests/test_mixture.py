@@ -138,3 +138,19 @@ def test_steps_after_convergence_leave_the_answer_as_it_was() -> None:
     assert torch.equal(search.quantiles(), converged)
     expected = torch.stack([mixture_quantile(mu, sigma, q) for q in (0.025, 0.5, 0.975)])
     assert torch.equal(converged, expected)
+
+
+def test_a_nan_component_ends_its_elements_search_at_once() -> None:
+    # NaN out of a network (the service answers it with a 422) must not cost every other row
+    # of its batch MAX_STEPS steps of search.
+    mu = torch.tensor([[0.0, math.nan], [1.0, 2.0]], dtype=torch.float64)
+    search = QuantileSearch(mu, torch.ones_like(mu), (0.025, 0.975))
+    steps = 0
+    while search.searching() and steps < MAX_STEPS:
+        search.step()
+        steps += 1
+    assert steps < 10
+    quantiles = search.quantiles()
+    assert quantiles[:, 1].isnan().all()
+    healthy = mixture_quantile(mu[:, :1], torch.ones(2, 1, dtype=torch.float64), 0.975)
+    assert torch.equal(quantiles[1, :1], healthy)

@@ -110,41 +110,43 @@ class QuantileSearch:
         ones = (1,) * mu.dim()
         self.levels = torch.cat([mu64.new_full(ones, q) for q in qs])
         self.count = mu.shape[0]
-        component_quantiles = mu64[:, None] + sigma64[:, None] * torch.special.ndtri(self.levels)
+        standard = torch.special.ndtri(self.levels)
+        component_quantiles = mu64[:, None] + sigma64[:, None] * standard
         self.lo = component_quantiles.amin(dim=0)  # (Q, *batch)
         self.hi = component_quantiles.amax(dim=0)
         mean = _sum_dim0(mu64) / self.count
         self.scale = (_sum_dim0((mu64 - mean).square() + sigma64.square()) / self.count).sqrt()
-        self.x = torch.minimum(
-            torch.maximum(mean + self.scale * torch.special.ndtri(self.levels), self.lo), self.hi
-        )
+        self.x = torch.minimum(torch.maximum(mean + self.scale * standard, self.lo), self.hi)
         self.mu64, self.sigma64 = mu64[:, None], sigma64[:, None]
-        self.step_before_last = self.hi - self.lo
-        self.last_step = self.step_before_last.clone()
+        self.last_step = self.hi - self.lo
+        # Half the step before last, the bound a Newton step must keep within (halving is
+        # exact in binary floating point, so this is rtsafe's 2·|step| <= |step before last|).
+        self.half_step_before_last = 0.5 * self.last_step
         self.active = torch.ones_like(self.x, dtype=torch.bool)
 
     def step(self) -> None:
-        """One safeguarded Newton step for every element still searching."""
+        """One safeguarded Newton step for every element still searching.
+
+        Each tensor operation costs a microsecond or more on the CPU whatever its size, so a
+        one-row search costs about its count of them: none is spent twice.
+        """
         x, lo, hi, levels = self.x, self.lo, self.hi, self.levels
         cdf, pdf = _cdf_and_pdf(x, self.mu64, self.sigma64, self.count)
         below = cdf < levels
         torch.where(below, x, lo, out=lo)
         torch.where(below, hi, x, out=hi)
         newton = x - (cdf - levels) / pdf
-        step = newton - x
-        use_newton = (
-            torch.isfinite(newton)
-            & (lo <= newton)
-            & (newton <= hi)
-            & (2 * step.abs() <= self.step_before_last)
-        )
+        # In the bracket (which an infinite or NaN point is not) and at least halving the step.
+        in_bracket = newton.clamp(lo, hi) == newton
+        use_newton = in_bracket & ((newton - x).abs() <= self.half_step_before_last)
         moved = torch.where(use_newton, newton, 0.5 * (lo + hi))
-        step = moved - x
-        done = step.abs() <= _TOLERANCE * (x.abs() + self.scale)
+        torch.mul(self.last_step, 0.5, out=self.half_step_before_last)
+        torch.abs(moved - x, out=self.last_step)
+        # Not ``<=`` negated: a NaN step (from NaN inputs) ends the search instead of running
+        # all MAX_STEPS.
+        still = self.last_step > _TOLERANCE * (x.abs() + self.scale)
         torch.where(self.active, moved, x, out=x)
-        self.active &= ~done
-        self.step_before_last.copy_(self.last_step)
-        torch.abs(step, out=self.last_step)
+        self.active &= still
 
     def searching(self) -> bool:
         """Whether any element has not converged yet (a host sync)."""
