@@ -323,8 +323,6 @@ def sample_mixture_posterior(
     what :func:`sample_posterior` draws for it, and K identical members draw what one does. A
     deterministic member's draw is its own weights.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     posterior = posterior_room(members[0], num_samples)
     draw_mixture_posterior(posterior, members, seed, 0, num_samples)
     return posterior
