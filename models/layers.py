@@ -336,20 +336,14 @@ def posterior_room(model: nn.Module, num_samples: int) -> Posterior:
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    return Posterior(
-        {
-            layer: WeightDraws(
-                _empty_weights(
-                    num_samples,
-                    _weight_of(layer).shape,
-                    _weight_of(layer).dtype,
-                    _weight_of(layer).device,
-                ),
-                _bias_of(layer).new_empty((num_samples, *_bias_of(layer).shape)),
-            )
-            for layer in weight_layers(model)
-        }
-    )
+    rooms = {}
+    for layer in weight_layers(model):
+        weight, bias = _weight_of(layer), _bias_of(layer)
+        rooms[layer] = WeightDraws(
+            _empty_weights(num_samples, weight.shape, weight.dtype, weight.device),
+            bias.new_empty((num_samples, *bias.shape)),
+        )
+    return Posterior(rooms)
 
 
 def draw_mixture_posterior(

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from models.ensemble import Ensemble
-from models.layers import Posterior, bayesian_layers, draw_mixture_posterior, posterior_room
+from models.layers import (
+    Posterior,
+    bayesian_layers,
+    draw_mixture_posterior,
+    posterior_room,
+    sample_mixture_posterior,
+)
 
 # Posterior draws are made once from this seed: the same checkpoint and S give
 # the same S networks, hence reproducible answers.
@@ -57,7 +63,7 @@ def members_of(model: nn.Module) -> list[nn.Module]:
 
 def fixed_posterior(model: nn.Module, num_samples: int, seed: int = POSTERIOR_SEED) -> Posterior:
     """``num_samples`` seeded draws: the first S are the same for any ``num_samples`` ≥ S."""
-    return DrawnOnDemand(model, num_samples, seed).head(num_samples)
+    return sample_mixture_posterior(members_of(model), num_samples, seed)
 
 
 class DrawnOnDemand:
