@@ -8,6 +8,12 @@ images add up to more than ``max_request_pixels`` with a 413. Decoding then runs
 threads use every core), each image holding its pixels from a service-wide budget of
 ``max_inflight_pixels`` while it is decoded. An image not yet started when its request is
 cancelled (the client left, the deadline passed) is never decoded.
+
+The event loop is woken once per request, not once per image: each image is a job on the
+pool that writes its pixels into the request's array and gives its budget back from the
+thread, and the last job to end (or the first to fail) wakes the request. The loop's own share
+of the work is then a few microseconds an image, so a host with many cores decodes on all of
+them before the one loop becomes the limit.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import UnidentifiedImageError
 
 from models.images import ImageDecodeError, decode_image, image_pixels
-from service.errors import InputError
+from service.errors import InputError, ServiceUnavailable
 
 __all__ = ["ImageDecoder", "PixelBudget", "default_workers"]
 
@@ -38,7 +45,11 @@ def default_workers() -> int:
 
 class PixelBudget:
     """At most ``capacity`` pixels held at once, granted in arrival order (one holder of more
-    than all of it waits for all of it). Used on the event loop only."""
+    than all of it waits for all of it).
+
+    Acquired on the event loop; given back on it (:meth:`release`) or from a decoding thread
+    (:meth:`release_threadsafe`), which wakes the loop only when someone is waiting.
+    """
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -46,40 +57,57 @@ class PixelBudget:
         self.capacity = capacity
         self.held = 0
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._lock = threading.Lock()  # ``held`` and ``_waiting``: threads give pixels back
 
     async def acquire(self, pixels: int) -> int:
         """Wait until ``pixels`` (capped at the capacity) fit; return what was taken."""
         pixels = min(pixels, self.capacity)
-        if not self._waiting and self.held + pixels <= self.capacity:
-            self.held += pixels
-            return pixels
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (pixels, granted)
-        self._waiting.append(entry)
+        with self._lock:
+            if not self._waiting and self.held + pixels <= self.capacity:
+                self.held += pixels
+                return pixels
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (pixels, granted)
+            self._waiting.append(entry)
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self.release(pixels)  # granted just as it was cancelled: give it back
             else:
-                # release() may have dropped it already, as a cancelled waiter at the head.
-                with contextlib.suppress(ValueError):
+                # _grant() may have dropped it already, as a cancelled waiter at the head.
+                with self._lock, contextlib.suppress(ValueError):
                     self._waiting.remove(entry)
             raise
         return pixels
 
     def release(self, pixels: int) -> None:
-        self.held -= pixels
-        while self._waiting:
-            wanted, granted = self._waiting[0]
-            if granted.done():  # cancelled: it waits for nothing, whatever its size
-                self._waiting.popleft()
-            elif self.held + wanted <= self.capacity:
-                self._waiting.popleft()
-                self.held += wanted
-                granted.set_result(None)
-            else:
-                break
+        """Give ``pixels`` back, on the event loop: the waiters they let in are granted now."""
+        with self._lock:
+            self.held -= pixels
+        self._grant()
+
+    def release_threadsafe(self, pixels: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Give ``pixels`` back from another thread; ``loop`` grants the waiters, if any."""
+        with self._lock:
+            self.held -= pixels
+            if not self._waiting:
+                return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody left to grant
+            loop.call_soon_threadsafe(self._grant)
+
+    def _grant(self) -> None:
+        with self._lock:
+            while self._waiting:
+                wanted, granted = self._waiting[0]
+                if granted.done():  # cancelled: it waits for nothing, whatever its size
+                    self._waiting.popleft()
+                elif self.held + wanted <= self.capacity:
+                    self._waiting.popleft()
+                    self.held += wanted
+                    granted.set_result(None)
+                else:
+                    break
 
 
 class PixelCount:
@@ -126,9 +154,15 @@ class ImageDecoder:
         self._budget: PixelBudget | None = None
         self._max_inflight_pixels = max_inflight_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self._active: set[_Decoding] = set()  # requests being decoded, for close()
+        self._closed = False
 
     def close(self) -> None:
+        """Stop decoding: images not yet started never are, and their requests get a 503."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for decoding in list(self._active):
+            decoding.abandon(_closed())
 
     async def decode(
         self, files: Sequence[tuple[str, bytes]], size: int, pixels: Sequence[int] | None = None
@@ -144,50 +178,114 @@ class ImageDecoder:
         if pixels is None:
             count = self.pixel_count()
             pixels = [count.add(label, data) for label, data in files]
-        images = np.empty((len(files), size, size, 3), dtype=np.uint8)
-        decodes = [
-            asyncio.ensure_future(self._decode_one(index, label, data, count, size, images))
-            for index, ((label, data), count) in enumerate(zip(files, pixels, strict=True))
-        ]
+        budget = self._pixel_budget()
+        decoding = _Decoding(
+            asyncio.get_running_loop(), budget, len(files), size, self.max_image_pixels
+        )
+        self._active.add(decoding)
         try:
-            await asyncio.gather(*decodes)
+            for index, ((_, data), needed) in enumerate(zip(files, pixels, strict=True)):
+                held = await budget.acquire(needed)
+                if self._closed:
+                    budget.release(held)
+                    raise _closed()
+                decoding.submit(self._pool, index, data, held)
+                if decoding.finished.done():  # one has failed: decode no more
+                    break
+            await decoding.finished
         finally:
-            for pending in decodes:  # one failed, or the request was cancelled
-                pending.cancel()
-        return images
+            self._active.discard(decoding)
+            decoding.cancel_waiting()  # one failed, or the request was cancelled
+        if decoding.failure is not None:
+            index, exc = decoding.failure
+            if index is not None and isinstance(exc, ImageDecodeError):
+                raise _refusal(files[index][0], exc) from exc
+            raise exc
+        return decoding.images
 
     def pixel_count(self) -> PixelCount:
         """A request's running count of pixels, which refuses it at the first file too many."""
         return PixelCount(self.max_image_pixels, self.max_request_pixels)
 
-    async def _decode_one(
-        self, index: int, label: str, data: bytes, pixels: int, size: int, out: np.ndarray
-    ) -> None:
-        budget = self._pixel_budget()
-        held = await budget.acquire(pixels)
-        loop = asyncio.get_running_loop()
-        # The pixels go back when the thread is done with them, not when the caller stops
-        # waiting: a decode that has started runs to its end.
-        work = self._pool.submit(_decode, data, size, self.max_image_pixels)
-        work.add_done_callback(lambda _: _call_soon(loop, budget.release, held))
-        try:
-            out[index] = await asyncio.wrap_future(work)
-        except ImageDecodeError as exc:
-            raise _refusal(label, exc) from exc
-        except asyncio.CancelledError:
-            work.cancel()  # never started: never decoded
-            raise
-
     def _pixel_budget(self) -> PixelBudget:
-        # Made on first use, inside the event loop that serves (asyncio.Condition binds to it).
+        # Made on first use, inside the event loop that serves.
         if self._budget is None:
             self._budget = PixelBudget(self._max_inflight_pixels)
         return self._budget
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[int], None], arg: int) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to account for
-        loop.call_soon_threadsafe(callback, arg)
+class _Decoding:
+    """One request's images on the pool, each a job that writes its pixels into ``images``.
+
+    The jobs count themselves down on their threads; the last to end, or the first to fail,
+    settles ``finished`` with one wake-up of the loop. Each job's pixels go back to the budget
+    when its thread is done with them, not when the request stops waiting: a decode that has
+    started runs to its end.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        budget: PixelBudget,
+        count: int,
+        size: int,
+        max_pixels: int,
+    ) -> None:
+        self.images = np.empty((count, size, size, 3), dtype=np.uint8)
+        # The first failure, by when it happened, and the image it was (None: not an image's).
+        self.failure: tuple[int | None, BaseException] | None = None
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._budget = budget
+        self._size = size
+        self._max_pixels = max_pixels
+        self._left = count
+        self._lock = threading.Lock()
+        self._jobs: list[tuple[Future[None], int]] = []
+
+    def submit(self, pool: ThreadPoolExecutor, index: int, data: bytes, held: int) -> None:
+        """Queue image ``index``, which holds ``held`` pixels of the budget until it ends."""
+        self._jobs.append((pool.submit(self._decode, index, data, held), held))
+
+    def cancel_waiting(self) -> None:
+        """Drop the jobs no thread has started: never decoded, their pixels given back now."""
+        for job, held in self._jobs:
+            if job.cancel():
+                self._budget.release(held)
+
+    def _decode(self, index: int, data: bytes, held: int) -> None:  # on a pool thread
+        failure: BaseException | None = None
+        try:
+            self.images[index] = _decode(data, self._size, self._max_pixels)
+        except BaseException as exc:  # reported to the request, raised there
+            failure = exc
+        finally:
+            self._budget.release_threadsafe(held, self._loop)
+        with self._lock:
+            self._left -= 1
+            first_failure = failure is not None and self.failure is None
+            if first_failure:
+                self.failure = (index, failure)
+            wake = first_failure or (self._left == 0 and self.failure is None)
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                self._loop.call_soon_threadsafe(self._finish)
+
+    def abandon(self, reason: BaseException) -> None:
+        """Fail the request with ``reason`` (the pool was shut down under it), from any thread."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = (None, reason)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self.finished.done():  # the request may have been cancelled meanwhile
+            self.finished.set_result(None)
+
+
+def _closed() -> ServiceUnavailable:
+    return ServiceUnavailable("the image decoder has stopped: the service is shutting down")
 
 
 def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import service.image_decoding
-from service.errors import InputError
+from service.errors import InputError, ServiceUnavailable
 from service.image_decoding import ImageDecoder, PixelBudget
 
 HANG_GUARD_S = 10.0
@@ -189,6 +189,60 @@ def test_a_cancelled_request_decodes_no_more_of_its_images(
 
     asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
     assert started == [0]  # the nine images still waiting were never decoded
+
+
+def test_a_request_being_decoded_when_the_decoder_closes_gets_a_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shutting down under a request answers it; its images not yet started are not decoded."""
+    started: list[int] = []
+    first_started = threading.Event()
+    carry_on = threading.Event()
+
+    def slow(data: bytes, size: int, *, max_pixels: int) -> np.ndarray:
+        started.append(len(started))
+        first_started.set()
+        carry_on.wait(HANG_GUARD_S)
+        return np.zeros((size, size, 3), np.uint8)
+
+    monkeypatch.setattr(service.image_decoding, "decode_image", slow)
+    files = [(f"{i}.png", image_bytes("PNG", (10, 10), "L", i)) for i in range(5)]
+
+    async def main() -> None:
+        images = decoder(workers=1)
+        work = asyncio.create_task(images.decode(files, 32))
+        await asyncio.to_thread(first_started.wait, HANG_GUARD_S)
+        images.close()
+        with pytest.raises(ServiceUnavailable) as info:
+            await work
+        assert info.value.status_code == 503
+        assert "shutting down" in str(info.value.detail)
+        with pytest.raises(ServiceUnavailable):  # and so does one that comes after
+            await images.decode(files[:1], 32)
+        carry_on.set()
+
+    asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+    assert started == [0]
+
+
+def test_images_decoded_by_many_requests_at_once_each_reach_their_own_request() -> None:
+    """The pool's threads write each image into its own request's array, whatever interleaves."""
+    colours = [[(i, 10 * j, 255 - i) for j in range(9)] for i in range(16)]
+    files = [
+        [(f"{i}-{j}.png", image_bytes("PNG", (40, 40), "RGB", c)) for j, c in enumerate(row)]
+        for i, row in enumerate(colours)
+    ]
+
+    async def main() -> list[np.ndarray]:
+        images = decoder(workers=3)
+        try:
+            return await asyncio.gather(*(images.decode(request, 8) for request in files))
+        finally:
+            images.close()
+
+    decoded = asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+    for request, expected in zip(decoded, colours, strict=True):
+        np.testing.assert_array_equal(request[:, 4, 4], expected)
 
 
 def test_pixel_budget_grants_in_arrival_order_and_forgets_the_cancelled() -> None:
