@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -21,37 +19,13 @@ class ImageDecodeError(ValueError):
     pixel limit (no ``__cause__``)."""
 
 
-def image_pixels(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:
-    """Width × height from the file's header alone, nothing decoded; over the limit is an error.
+def open_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image with its header read and its size within ``max_pixels``; nothing decoded.
 
-    Costs microseconds, so a request's images are measured (and a bomb refused) before any of
-    them is decoded.
+    Costs microseconds, so the service measures a request's images (and refuses a bomb) as
+    they arrive, before any of them is decoded, and then decodes the same opened images
+    (:func:`decode_opened`) rather than reading their headers again.
     """
-    with _opened(data, max_pixels) as image:
-        width, height = image.size
-    return width * height
-
-
-def decode_image(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode any Pillow-readable image to a ``size × size × 3`` uint8 array.
-
-    Training and serving both go through here, so a served image is prepared
-    exactly as the training images were. The header is read once, and the pixel limit checked
-    on it before anything is decoded.
-    """
-    with _opened(data, max_pixels) as image:
-        try:
-            rgb = image.convert("RGB")
-        except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
-            raise ImageDecodeError(f"not a decodable image: {exc}") from exc
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-@contextlib.contextmanager
-def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
-    """The image, its header read and within ``max_pixels``; its pixels not yet decoded."""
     try:
         with warnings.catch_warnings():
             # Pillow warns past its own limit; ours is lower and says so.
@@ -61,14 +35,36 @@ def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
         raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels") from None
     except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageDecodeError(
+            f"image is {width}×{height} = {width * height} pixels, more than the limit of "
+            f"{max_pixels}"
+        )
+    return image
+
+
+def decode_opened(image: Image.Image, size: int) -> np.ndarray:
+    """Decode an image from :func:`open_image` to a ``size × size × 3`` uint8 array; closes it.
+
+    Training and serving both go through here, so a served image is prepared exactly as the
+    training images were.
+    """
     with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageDecodeError(
-                f"image is {width}×{height} = {width * height} pixels, more than the limit of "
-                f"{max_pixels}"
-            )
-        yield image
+        try:
+            rgb = image.convert("RGB")
+        except Exception as exc:  # Pillow raises many kinds of error on hostile bytes
+            raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_image(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any Pillow-readable image to a ``size × size × 3`` uint8 array, its pixel
+    limit checked on its header before anything is decoded."""
+    return decode_opened(open_image(data, max_pixels=max_pixels), size)
 
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,22 @@ def test_the_bad_file_is_named() -> None:
     assert str(info.value.detail).startswith("instances[0] is not a decodable image")
 
 
+def test_each_image_header_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured, then decoded from the same opened image: its header is not parsed twice."""
+    opened: list[object] = []
+    real_open = Image.open
+
+    def counting_open(fp: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    files = [(f"{i}.png", image_bytes("PNG", (40, 40), "RGB", (i, 0, 0))) for i in range(5)]
+    images = decode_images(files, size=8)
+    np.testing.assert_array_equal(images[:, 4, 4, 0], range(5))
+    assert len(opened) == len(files)
+
+
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header_with_our_limit() -> None:
     big = image_bytes("PNG", (200, 100), "L", 0)
     with pytest.raises(InputError) as info:
@@ -118,9 +134,9 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header_with_our_limit
 def test_a_request_over_its_pixel_budget_is_413_before_anything_is_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    decoded: list[bytes] = []
+    decoded: list[Image.Image] = []
     monkeypatch.setattr(
-        service.image_decoding, "decode_image", lambda d, *a, **k: decoded.append(d)
+        service.image_decoding, "decode_opened", lambda image, size: decoded.append(image)
     )
     files = [(f"{i}.png", image_bytes("PNG", (90, 90), "L", i)) for i in range(4)]
     with pytest.raises(InputError) as info:
@@ -137,20 +153,20 @@ def test_nothing_to_decode() -> None:
 def test_the_budget_bounds_pixels_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
     lock = threading.Lock()
     in_flight, peak = [0], [0]
-    real = service.image_decoding.decode_image
+    real = service.image_decoding.decode_opened
 
-    def counting(data: bytes, size: int, *, max_pixels: int) -> np.ndarray:
+    def counting(image: Image.Image, size: int) -> np.ndarray:
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
         try:
             threading.Event().wait(0.02)
-            return real(data, size, max_pixels=max_pixels)
+            return real(image, size)
         finally:
             with lock:
                 in_flight[0] -= 1
 
-    monkeypatch.setattr(service.image_decoding, "decode_image", counting)
+    monkeypatch.setattr(service.image_decoding, "decode_opened", counting)
     files = [(f"{i}.png", image_bytes("PNG", (100, 100), "L", i)) for i in range(8)]
     # 4 workers, but the budget holds two 10,000-pixel images at a time.
     decode_images(files, workers=4, max_inflight_pixels=20_000)
@@ -167,13 +183,13 @@ def test_a_cancelled_request_decodes_no_more_of_its_images(
     first_started = threading.Event()
     carry_on = threading.Event()
 
-    def slow(data: bytes, size: int, *, max_pixels: int) -> np.ndarray:
+    def slow(image: Image.Image, size: int) -> np.ndarray:
         started.append(len(started))
         first_started.set()
         carry_on.wait(HANG_GUARD_S)
         return np.zeros((size, size, 3), np.uint8)
 
-    monkeypatch.setattr(service.image_decoding, "decode_image", slow)
+    monkeypatch.setattr(service.image_decoding, "decode_opened", slow)
     files = [(f"{i}.png", image_bytes("PNG", (10, 10), "L", i)) for i in range(10)]
 
     async def main() -> None:
@@ -199,13 +215,13 @@ def test_a_request_being_decoded_when_the_decoder_closes_gets_a_503(
     first_started = threading.Event()
     carry_on = threading.Event()
 
-    def slow(data: bytes, size: int, *, max_pixels: int) -> np.ndarray:
+    def slow(image: Image.Image, size: int) -> np.ndarray:
         started.append(len(started))
         first_started.set()
         carry_on.wait(HANG_GUARD_S)
         return np.zeros((size, size, 3), np.uint8)
 
-    monkeypatch.setattr(service.image_decoding, "decode_image", slow)
+    monkeypatch.setattr(service.image_decoding, "decode_opened", slow)
     files = [(f"{i}.png", image_bytes("PNG", (10, 10), "L", i)) for i in range(5)]
 
     async def main() -> None:

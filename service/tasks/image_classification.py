@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 import torch
+from PIL import Image
 from starlette.requests import Request
 from torch import Tensor
 
@@ -63,7 +64,7 @@ class Uploads:
 
     files: list[tuple[str, bytes]]
     named: bool
-    pixels: list[int] | None = None  # each file's, measured as it arrived
+    opened: list[Image.Image] | None = None  # each file, its header read as it arrived
 
 
 @dataclass(frozen=True)
@@ -168,16 +169,16 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
         # Each image's header is measured as its part arrives: a bomb or a request of too
         # many pixels is refused there, before the rest of its body is read.
         count = limits.image_decoder.pixel_count()
-        pixels: list[int] = []
+        opened: list[Image.Image] = []
         files = await image_files_from_multipart(
             request,
             max_images=limits.max_instances,
             max_file_bytes=limits.max_file_bytes,
-            on_file=lambda index, name, data: pixels.append(
+            on_file=lambda index, name, data: opened.append(
                 count.add(_file_label(index, name), data)
             ),
         )
-        return Uploads(files, named=True, pixels=pixels if len(pixels) == len(files) else None)
+        return Uploads(files, named=True, opened=opened if len(opened) == len(files) else None)
 
     async def decode(self, uploads: Uploads, limits: Limits) -> Decoded[list[str] | None]:
         # Named in messages as the client sent them: ``files[3] 'cat.png'`` or ``instances[3]``.
@@ -186,7 +187,7 @@ class ImageClassification(Task[ClassificationResult, list[str] | None]):
             for index, (name, data) in enumerate(uploads.files)
         ]
         # On the service's bounded pool, off the event loop, within its pixel budgets.
-        images = await limits.image_decoder.decode(labeled, self.size, uploads.pixels)
+        images = await limits.image_decoder.decode(labeled, self.size, uploads.opened)
         names = [name for name, _ in uploads.files] if uploads.named else None
         return Decoded(images, names)
 
