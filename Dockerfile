@@ -75,4 +75,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --start-interval=5s 
 # `python3 -m uvicorn`, as the GPU image's scripts folder may not be on PATH; `exec`, so that
 # uvicorn replaces the shell as PID 1 and gets `docker stop`'s SIGTERM: a graceful shutdown.
 # `--http`: uvicorn's h11 with deadlines for slow clients (service/connection_guard.py).
-CMD ["sh", "-c", "exec python3 -m uvicorn --factory service.app:create_app --http service.connection_guard:GuardedH11Protocol --host 0.0.0.0 --port \"${PORT:-8000}\" --workers \"${WORKERS:-1}\" --no-access-log"]
+# More than one worker: they keep their metrics in a directory made afresh at each start, so
+# that a scrape of /metrics, which reaches one of them, counts them all (service/metrics.py).
+CMD ["sh", "-c", "if [ \"${WORKERS:-1}\" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=\"$(mktemp -d)\"; fi; exec python3 -m uvicorn --factory service.app:create_app --http service.connection_guard:GuardedH11Protocol --host 0.0.0.0 --port \"${PORT:-8000}\" --workers \"${WORKERS:-1}\" --no-access-log"]

@@ -54,6 +54,7 @@ def create_app(
         with contextlib.suppress(asyncio.CancelledError):
             await warm_up
         await registry.close()
+        metrics.close()
 
     app = FastAPI(
         title="Bayesian uncertainty service",

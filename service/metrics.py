@@ -1,11 +1,23 @@
-"""Prometheus metrics, kept in a registry of the app's own (several apps can share a process)."""
+"""Prometheus metrics, kept in a registry of the app's own (several apps can share a process).
+
+Where the service runs as several worker processes (the image's ``WORKERS``), a scrape of
+``/metrics`` reaches one of them; each worker then keeps its values in files of a directory
+they share (prometheus-client's multiprocess mode, on when ``PROMETHEUS_MULTIPROC_DIR`` names
+one, which the image's start command makes afresh), and every scrape adds up all of them.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["CONTENT_TYPE_LATEST", "BatchMetrics", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROCESS_DIR", "BatchMetrics", "ServiceMetrics"]
+
+# prometheus-client's own variable: set, it keeps every value in that directory's files.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -15,6 +27,8 @@ class ServiceMetrics:
     """Requests by route and status, latency, batch sizes, queue depth, inference time."""
 
     def __init__(self) -> None:
+        # Read when prometheus-client was imported, as it was: the variable must not change.
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         self.registry = CollectorRegistry()
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
@@ -49,6 +63,7 @@ class ServiceMetrics:
             "Requests waiting for a model pass.",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="livesum",  # the workers' queues together, the live ones'
         )
         self.inference = Histogram(
             "bayes_inference_seconds",
@@ -75,7 +90,17 @@ class ServiceMetrics:
         return BatchMetrics(self, model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The metrics as Prometheus reads them: this process's, or every worker's summed."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers)
+        return generate_latest(workers)
+
+    def close(self) -> None:
+        """This process stops: its queues leave the workers' sum (its counts stay in it)."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())
 
 
 class BatchMetrics:

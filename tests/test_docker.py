@@ -22,6 +22,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
+import httpx
 import pytest
 import uvicorn
 from uvicorn.importer import import_from_string
@@ -37,6 +39,7 @@ from service.app import create_app
 from service.batcher import BatcherSettings
 from service.connection_guard import HTTP_PROTOCOL, GuardedH11Protocol
 from service.live_server import LiveServer, free_port
+from service.metrics import MULTIPROCESS_DIR
 from service.repository import find_models
 from service.settings import CONFIG_FILE_ENV, ModelSettings, Settings, settings_key
 from training.datasets.location import DATA_DIR_ENV
@@ -48,6 +51,8 @@ CPU_COMPOSE_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 VENV_BIN = Path(sys.executable).parent
 # Loading and warming up every model must fit in the health check's grace period.
 MIN_START_PERIOD_S = 60.0
+# The longest a worker may take to load its models, beside the one that answered first.
+WORKER_START_S = 120.0
 GPU_RESERVATION = {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
 # Read by Python and pip themselves, not by the service.
 INTERPRETER_PREFIXES = ("PYTHON", "PIP_")
@@ -255,6 +260,13 @@ def setting_env_names() -> set[str]:
     return names
 
 
+def exec_statement(command: list[str]) -> str:
+    """The start command's last statement, which runs the server."""
+    statement = command[2][command[2].index("exec ") :]
+    assert ";" not in statement, "the server must be the start command's last statement"
+    return statement
+
+
 def start_command_variables(command: list[str]) -> dict[str, str]:
     """``${NAME:-default}`` in the start command, by name."""
     return {m[1]: m[2] for m in _VARIABLE.finditer(command[2])}
@@ -296,7 +308,7 @@ def test_compose_files_validate(compose: dict[str, Any]) -> None:
 def test_start_command_is_uvicorn_serving_the_app_factory(
     dockerfile: Dockerfile, start_command: list[str]
 ) -> None:
-    words = shlex.split(start_command[2])
+    words = shlex.split(exec_statement(start_command))
     assert words[:4] == ["exec", "python3", "-m", "uvicorn"], (
         "`exec` makes uvicorn PID 1, so `docker stop` reaches it"
     )
@@ -534,6 +546,71 @@ def test_build_context_is_what_the_dockerfile_copies(dockerfile: Dockerfile) -> 
 
 # ---------------------------------------------------------------------------------------------
 # The start command and the probe, run as the image runs them.
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_start_command_shares_a_fresh_metrics_folder_between_workers(
+    start_command: list[str], workers: str, tmp_path: Path
+) -> None:
+    """Its statements before the server run by sh, the server replaced by ``env``."""
+    statement = exec_statement(start_command)
+    script = start_command[2].replace(statement, "exec env")
+    env = {**os.environ, "WORKERS": workers, "TMPDIR": str(tmp_path)}
+    env.pop(MULTIPROCESS_DIR, None)
+    shown = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    variables = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    if workers == "1":
+        assert MULTIPROCESS_DIR not in variables
+        assert not any(tmp_path.iterdir())
+    else:
+        folder = Path(variables[MULTIPROCESS_DIR])
+        assert folder.parent == tmp_path and folder.is_dir() and not any(folder.iterdir())
+
+
+def test_workers_metrics_count_every_workers_requests(
+    start_command: list[str], tmp_path: Path
+) -> None:
+    """WORKERS=2 as the image runs it: whichever worker a scrape reaches, it counts all."""
+    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    port = free_port()
+    env = {
+        "PATH": path,
+        "PORT": str(port),
+        "WORKERS": "2",
+        "TMPDIR": str(tmp_path),
+        "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
+        "MODELS": '["wine-bnn"]',
+    }
+    row = {"instances": [[7.0, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3.0, 0.45, 8.8]]}
+    requests = 12
+    with LiveServer(env, command=start_command, port=port, cwd=ROOT) as server:
+        (folder,) = tmp_path.iterdir()
+        # Each worker keeps its values in files named by its pid, from when its models load:
+        # the server answered once one had; wait for the other.
+        deadline = time.monotonic() + WORKER_START_S
+        while len(pids := {f.stem.rsplit("_", 1)[1] for f in folder.glob("*.db")}) < 2:
+            assert time.monotonic() < deadline, sorted(folder.iterdir())
+            time.sleep(0.2)
+        assert len(pids) == 2
+        for _ in range(requests):  # a connection each: any worker may take it
+            answer = httpx.post(f"{server.url}/predict/wine", json=row, timeout=30)
+            assert answer.status_code == 200, answer.text
+        for _ in range(4):
+            scraped = httpx.get(f"{server.url}/metrics", timeout=30).text
+            counted = re.search(
+                r'^bayes_http_requests_total\{method="POST",route="/predict/wine",'
+                r'status="200"\} (\S+)$',
+                scraped,
+                re.MULTILINE,
+            )
+            assert counted and float(counted[1]) == requests, scraped
+            assert 'bayes_queue_depth{model="wine-bnn"} 0.0' in scraped
+        assert server.stop() in (0, -signal.SIGTERM)
+    # Stopped workers leave the queues' sum; their counts stay.
+    assert not list(folder.glob("gauge_livesum_*.db"))
+    assert list(folder.glob("counter_*.db"))
 
 
 def test_start_command_serves_and_the_healthcheck_passes(
