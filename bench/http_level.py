@@ -1,7 +1,7 @@
 """HTTP level: the service against a bare FastAPI endpoint under the same wrk load.
 
 Three servers (five on CUDA), each one uvicorn worker on the same core, over the HTTP layer
-the service is deployed with (:mod:`bench.server`):
+the service is deployed with (:mod:`bench.server`), and one of several workers on request:
 
 * ``service``: the real service with every model of the repository (batching on, the
   defaults);
@@ -11,7 +11,12 @@ the service is deployed with (:mod:`bench.server`):
   times), batching off;
 * off the CPU (``--device cuda``), two more, for the wine model: ``graphs off``
   (``WINE_BNN__CUDA_GRAPHS=false``, its batches run eagerly on CUDA) and ``host CPU``
-  (``WINE_BNN__DEVICE=cpu``, what the GPU has to beat).
+  (``WINE_BNN__DEVICE=cpu``, what the GPU has to beat);
+* with ``--cifar-workers N`` (N > 1), one more for ``/predict/cifar`` alone: ``N workers``,
+  the service serving only the CIFAR model in N worker processes (the image's ``WORKERS``),
+  on every core but the load generator's. One process reads and checks every upload's
+  multipart body and image headers on its one event loop, in Python, which caps what a GPU
+  behind it can be given; N processes have N loops.
 
 Each gets ``/predict/wine?model=bnn&samples=S`` closed loop at each concurrency and at one
 fixed arrival rate (half the batched service's closed-loop throughput at concurrency 32,
@@ -32,6 +37,7 @@ import argparse
 import json
 import shlex
 import tempfile
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cifar-images", type=int, default=8, help="JPEGs per request")
     parser.add_argument("--cifar-connections", type=int, default=16)
+    parser.add_argument(
+        "--cifar-workers",
+        type=int,
+        default=1,
+        help="also time /predict/cifar on a service of this many worker processes (1: not)",
+    )
     parser.add_argument("--cifar-duration", type=float, default=15.0, help="seconds")
     parser.add_argument("--repository", type=Path, default=DEFAULT_DIR, help="the models")
     parser.add_argument("--device", default="cpu", help="the service's DEVICE: cpu, cuda, auto")
@@ -118,7 +130,7 @@ class Driver:
         steady: bool = False,
     ) -> load.LoadResult:
         url = target.url + path
-        cpu_before = server.cpu_seconds(target.pid)
+        cpu_before = server.tree_cpu_seconds(target.pid)
         result = load.run_wrk(
             url,
             body.path,
@@ -129,7 +141,7 @@ class Driver:
             steady=steady,
             prefix=self.place.load,
         )
-        cpu_after = server.cpu_seconds(target.pid)
+        cpu_after = server.tree_cpu_seconds(target.pid)
         cpu_ms, loop_ms = (
             (after - before) * 1e3 / max(result.requests, 1)
             for after, before in zip(cpu_after, cpu_before, strict=True)
@@ -245,6 +257,57 @@ class Driver:
 ABBA = (0, 1, 1, 0) * 2
 
 
+def cifar_on_workers(
+    args: argparse.Namespace,
+    points: list[Point],
+    env: dict[str, str],
+    path: str,
+    cifar: bodies.Body,
+) -> dict[str, object]:
+    """``/predict/cifar`` on ``args.cifar_workers`` worker processes serving the CIFAR model
+    alone, on every core but the load generator's; its description for the report."""
+    wide = machine.wide_placement()
+    only_cifar = {**env, "MODELS": json.dumps([CIFAR_MODEL])}
+    with server.running(
+        server.SERVICE_APP,
+        env=only_cifar,
+        prefix=wide.server,
+        threads=wide.server_threads,
+        workers=args.cifar_workers,
+    ) as many:
+        ready_everywhere(many.url, args.cifar_workers)
+        post_once(many.url + path, cifar)
+        Driver(wide, points).run(
+            many,
+            f"{args.cifar_workers} workers",
+            "cifar",
+            path,
+            cifar,
+            connections=args.cifar_connections,
+            duration_s=args.cifar_duration,
+            steady=True,
+        )
+        return {**_describe(many), "placement": wide.note}
+
+
+def ready_everywhere(url: str, workers: int, timeout_s: float = 300.0) -> None:
+    """Until ``/readyz`` has said ready on many fresh connections in a row: each may reach any
+    worker, and one still loading or warming its models would answer the load with 503s."""
+    deadline = time.monotonic() + timeout_s
+    in_a_row = 0
+    while in_a_row < 8 * workers:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:
+                in_a_row = in_a_row + 1 if answer.status == 200 else 0
+        except OSError as exc:  # HTTPError (a 503) is one
+            in_a_row = 0
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{url}: {workers} workers not all ready in {timeout_s:g} s"
+                ) from exc
+            time.sleep(0.2)
+
+
 def slice_seconds(duration_s: float) -> float:
     """Half a point's duration, in whole seconds (what wrk takes): each of A and B gets four."""
     return float(max(1, round(duration_s / 2)))
@@ -333,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             servers |= {name: _describe(srv) for name, srv in paired.items()}
             ask_every_draw(svc.url, cifar)
             every_draw = memory.read(svc.pid)
+
+        if args.cifar_workers > 1:
+            servers["workers"] = cifar_on_workers(args, points, env, cifar_path, cifar)
 
         unbatched_env = {**env, UNBATCHED: "1"}
         with server.running(server.SERVICE_APP, env=unbatched_env, **run) as off:

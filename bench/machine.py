@@ -42,6 +42,22 @@ def placement() -> Placement:
     )
 
 
+def wide_placement() -> Placement:
+    """Every core but the last for the server, the last for the load generator: for a server
+    of several worker processes (the image's ``WORKERS``), which :func:`placement`'s one or
+    two cores would starve."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or not shutil.which("taskset"):
+        return Placement([], [], 1, f"{len(cores)} core(s): server and load share them")
+    server, load = ",".join(map(str, cores[:-1])), str(cores[-1])
+    return Placement(
+        ["taskset", "-c", server],
+        ["taskset", "-c", load],
+        1,
+        f"server pinned to cores {server}, load generator to core {load} (taskset)",
+    )
+
+
 def cpu_model() -> str:
     for line in _read("/proc/cpuinfo").splitlines():
         if line.startswith("model name"):

@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=RESULTS, help="the report to write")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument(
+        "--cifar-workers",
+        type=int,
+        default=1,
+        help="also time CIFAR over HTTP on this many worker processes (bench.http_level)",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="where the models run, in both parts: cpu, cuda, auto"
     )
     return parser.parse_args(argv)
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         model_opts = ["--duration", "3"]
         http_opts = ["--duration", "5", "--cifar-duration", "15"]
     model_opts += ["--threads", str(place.server_threads), *shared]
+    if args.cifar_workers > 1:
+        http_opts += ["--cifar-workers", str(args.cifar_workers)]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model, model_cmd = part("bench.model_level", model_opts, place.server, Path(tmp))
         http, http_cmd = part("bench.http_level", [*http_opts, *shared], [], Path(tmp))

@@ -33,7 +33,7 @@ class Server:
     env: dict[str, str]  # the variables set on top of ours, for the report
 
 
-def uvicorn_command(app: str, port: int, prefix: list[str]) -> list[str]:
+def uvicorn_command(app: str, port: int, prefix: list[str], workers: int = 1) -> list[str]:
     return [
         *prefix,
         sys.executable,
@@ -48,7 +48,7 @@ def uvicorn_command(app: str, port: int, prefix: list[str]) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--no-access-log",
         "--log-level",
         "warning",
@@ -62,10 +62,12 @@ def running(
     env: Mapping[str, str] | None = None,
     prefix: list[str] | None = None,
     threads: int = 1,
+    workers: int = 1,
 ) -> Iterator[Server]:
-    """Run ``app`` until the block ends; torch gets ``threads`` threads (its core share)."""
+    """Run ``app`` until the block ends, in ``workers`` processes (``--workers``, as the
+    image's ``WORKERS``); torch gets ``threads`` threads in each (its core share)."""
     port = free_port()
-    command = uvicorn_command(app, port, prefix or [])
+    command = uvicorn_command(app, port, prefix or [], workers)
     extra = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
     with LiveServer(extra, command=command, port=port, cwd=ROOT) as live:
         assert live.process is not None
@@ -80,6 +82,26 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     rest of the process is mostly the batchers' model threads.
     """
     return _cpu(Path(f"/proc/{pid}/stat")), _cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """:func:`cpu_seconds` of ``pid`` and of the processes it started, added up: uvicorn with
+    more than one worker supervises, and its children serve (their main threads are the
+    event loops). With one worker there are none, and this is :func:`cpu_seconds`."""
+    total, loop = cpu_seconds(pid)
+    for child in _children(pid):
+        with contextlib.suppress(OSError):  # a child that has just exited
+            child_total, child_loop = tree_cpu_seconds(child)
+            total, loop = total + child_total, loop + child_loop
+    return total, loop
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def _cpu(stat: Path) -> float:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from bench import bodies, decode_level, http_level, machine, report
+from bench import bodies, decode_level, http_level, machine, report, server
 from bench.bare_app import create_app as create_bare_app
 from bench.checkpoints import WINE_MODEL
 from bench.http_level import WINE_PATH
@@ -316,6 +319,52 @@ def test_targets_pass_and_miss_on_the_ratios() -> None:
         ("memory: service peak RSS after all the load above", "MISS"),
     ]
     assert "p50" in report.table(rows)
+
+
+def test_cifar_on_several_workers_gets_rows_of_its_own_against_the_same_target() -> None:
+    http = {
+        "cifar_model": "cifar-bcnn",
+        "cifar_samples": 32,
+        "cifar_images_per_request": 8,
+        "points": [
+            {**point("service", 16, 300, 50), "route": "cifar"},  # 2,400 images/s
+            {**point("4 workers", 16, 1000, 20), "route": "cifar"},  # 8,000 images/s
+        ],
+    }
+    model = {
+        "figures": [
+            {"model": "cifar-bcnn", "task": IMAGE_CLASSIFICATION, "samples": 32, "batch": 64,
+             "vectorised_per_s": 10000.0, "notebook_per_s": 30.0, "ratio": 333.0},
+        ]
+    }  # fmt: skip
+    rows = report._cifar_rows(http, model, "H")
+    assert [(row.figure, row.measured.split(";")[0], row.verdict) for row in rows] == [
+        ("HTTP cifar S=32, 8 JPEGs/request, c=16", "300 req/s", ""),
+        ("HTTP cifar images/s / in-process batched predictor's", "2,400.0 / 10,000.0 = 0.24",
+         "MISS"),
+        ("HTTP cifar S=32, 8 JPEGs/request, c=16, 4 workers", "1,000 req/s", ""),
+        ("HTTP cifar images/s with 4 workers / in-process batched predictor's",
+         "8,000.0 / 10,000.0 = 0.80", "pass"),
+    ]  # fmt: skip
+
+
+def test_tree_cpu_seconds_counts_the_worker_processes(tmp_path: Path) -> None:
+    """uvicorn with several workers supervises; its children do the work, and are counted."""
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    busy += f"open({str(tmp_path / 'done')!r}, 'w').close()\ntime.sleep(30)\n"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "done").exists():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        own, own_loop = server.cpu_seconds(os.getpid())
+        tree, tree_loop = server.tree_cpu_seconds(os.getpid())
+        assert tree - own >= 0.4 - 0.05  # the child's busy loop (a tick of slack)
+        assert tree_loop - own_loop >= 0.4 - 0.05  # on its main thread
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_targets_compare_the_alternating_slices_when_a_run_has_them() -> None:
