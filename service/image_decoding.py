@@ -184,6 +184,8 @@ class ImageDecoder:
         if opened is None:
             count = self.pixel_count()
             opened = [count.add(label, data) for label, data in files]
+        elif len(opened) != len(files):
+            raise ValueError(f"{len(opened)} opened images for {len(files)} files")
         budget = self._pixel_budget()
         decoding = _Decoding(asyncio.get_running_loop(), budget, len(files), size)
         self._active.add(decoding)

@@ -27,7 +27,8 @@ class ServiceMetrics:
     """Requests by route and status, latency, batch sizes, queue depth, inference time."""
 
     def __init__(self) -> None:
-        # Read when prometheus-client was imported, as it was: the variable must not change.
+        # prometheus-client chose where its values live from this variable when it was
+        # imported; read again here, it must not have changed since.
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         self.registry = CollectorRegistry()
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
