@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, NoReturn, Self
@@ -42,6 +42,23 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def free_ports(count: int, host: str = HOST, *, besides: Collection[int] = ()) -> list[int]:
+    """``count`` different ports nothing listens on now, none of them in ``besides``.
+
+    Each is held until all are picked: one after another, :func:`free_port` may hand out the
+    same port twice (a Ray node given one port for two of its components fails to start).
+    """
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            probe = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+            if port not in besides:
+                ports.append(port)
+        return ports
 
 
 def default_command(port: int) -> list[str]:

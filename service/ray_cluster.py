@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from service.live_server import HOST, free_port
+from service.live_server import HOST, free_port, free_ports
 
 __all__ = ["RayNode", "RayNodeError", "node_processes", "ray_command"]
 
@@ -38,6 +38,16 @@ STOP_TIMEOUT_S: Final = 30.0
 _POLL_S: Final = 0.2
 # Ray's smallest object store; this service passes small arrays, never large objects.
 OBJECT_STORE_BYTES: Final = 100 * 1024 * 1024
+# The ports a node's components listen on, each given one of ours (a head also its client
+# server's): Ray's defaults are fixed numbers, which two nodes on one machine would share.
+_COMPONENT_PORTS: Final = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+)
 
 
 # No usage report (nothing is sent anywhere); no drain on SIGTERM: whoever stops a node here
@@ -109,20 +119,17 @@ class RayNode:
         self.stop()
 
     def command(self) -> list[str]:
-        ports = {
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--metrics-export-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-        }
+        # Different ports for every component, and none the head's own (Ray refuses to start
+        # a node that would give one port to two of them).
+        head = () if self.port is None else (self.port,)
+        *components, client_server = free_ports(len(_COMPONENT_PORTS) + 1, besides=head)
+        ports = dict(zip(_COMPONENT_PORTS, components, strict=True))
         command = [ray_command(), "start", "--block", "--disable-usage-stats"]
         if self.node_ip is not None:
             command += [f"--node-ip-address={self.node_ip}"]
         if self.joins is None:
             command += ["--head", f"--port={self.port}"]
-            command += [f"--ray-client-server-port={free_port()}"]
+            command += [f"--ray-client-server-port={client_server}"]
             command += [f"--include-dashboard={str(self.dashboard).lower()}"]
             if self.dashboard:
                 command += ["--dashboard-host=127.0.0.1"]

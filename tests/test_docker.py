@@ -260,6 +260,18 @@ def setting_env_names() -> set[str]:
     return names
 
 
+def image_env(port: int, *, workers: int, models: list[str]) -> dict[str, str]:
+    """The variables the start command and the service read in the image, for this checkout;
+    `python3` is this virtualenv's, as it is the image's Python in the container."""
+    return {
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PORT": str(port),
+        "WORKERS": str(workers),
+        "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
+        "MODELS": json.dumps(models),
+    }
+
+
 def exec_statement(command: list[str]) -> str:
     """The start command's last statement, which runs the server."""
     statement = command[2][command[2].index("exec ") :]
@@ -573,16 +585,8 @@ def test_workers_metrics_count_every_workers_requests(
     start_command: list[str], tmp_path: Path
 ) -> None:
     """WORKERS=2 as the image runs it: whichever worker a scrape reaches, it counts all."""
-    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     port = free_port()
-    env = {
-        "PATH": path,
-        "PORT": str(port),
-        "WORKERS": "2",
-        "TMPDIR": str(tmp_path),
-        "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
-        "MODELS": '["wine-bnn"]',
-    }
+    env = image_env(port, workers=2, models=["wine-bnn"]) | {"TMPDIR": str(tmp_path)}
     row = {"instances": [[7.0, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3.0, 0.45, 8.8]]}
     requests = 12
     with LiveServer(env, command=start_command, port=port, cwd=ROOT) as server:
@@ -616,16 +620,8 @@ def test_workers_metrics_count_every_workers_requests(
 def test_start_command_serves_and_the_healthcheck_passes(
     start_command: list[str], healthcheck: tuple[dict[str, str], list[str]]
 ) -> None:
-    # `python3` is this virtualenv's, as it is the image's Python in the container.
-    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     port = free_port()
-    env = {
-        "PATH": path,
-        "PORT": str(port),
-        "WORKERS": "1",
-        "MODEL_REPOSITORY": str(ROOT / "checkpoints"),
-        "MODELS": '["wine-bnn","wine-gaussian"]',
-    }
+    env = image_env(port, workers=1, models=["wine-bnn", "wine-gaussian"])
     probe = healthcheck[1]
     with LiveServer(env, command=start_command, port=port, cwd=ROOT) as server:
         healthy = subprocess.run(probe, env={**os.environ, **env}, timeout=30, check=False)

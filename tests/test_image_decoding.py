@@ -176,58 +176,57 @@ def test_the_budget_bounds_pixels_in_flight(monkeypatch: pytest.MonkeyPatch) -> 
     assert peak[0] > 2  # the workers, not the budget, bound it now
 
 
-def test_a_cancelled_request_decodes_no_more_of_its_images(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    started: list[int] = []
-    first_started = threading.Event()
-    carry_on = threading.Event()
+class Stalled:
+    """Decoding replaced by a stand-in that notes each image it starts, then waits to be let
+    go: what is in flight when a request is cancelled, or the decoder closed, stays there."""
 
-    def slow(image: Image.Image, size: int) -> np.ndarray:
-        started.append(len(started))
-        first_started.set()
-        carry_on.wait(HANG_GUARD_S)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started: list[int] = []
+        self._first = threading.Event()
+        self.carry_on = threading.Event()
+        monkeypatch.setattr(service.image_decoding, "decode_opened", self._decode)
+
+    def _decode(self, image: Image.Image, size: int) -> np.ndarray:
+        self.started.append(len(self.started))
+        self._first.set()
+        self.carry_on.wait(HANG_GUARD_S)
         return np.zeros((size, size, 3), np.uint8)
 
-    monkeypatch.setattr(service.image_decoding, "decode_opened", slow)
+    async def first_started(self) -> None:
+        await asyncio.to_thread(self._first.wait, HANG_GUARD_S)
+
+
+@pytest.fixture
+def stalled(monkeypatch: pytest.MonkeyPatch) -> Stalled:
+    return Stalled(monkeypatch)
+
+
+def test_a_cancelled_request_decodes_no_more_of_its_images(stalled: Stalled) -> None:
     files = [(f"{i}.png", image_bytes("PNG", (10, 10), "L", i)) for i in range(10)]
 
     async def main() -> None:
         images = decoder(workers=1)
         work = asyncio.create_task(images.decode(files, 32))
-        await asyncio.to_thread(first_started.wait, HANG_GUARD_S)
+        await stalled.first_started()
         work.cancel()  # the client left while its first image was being decoded
         with pytest.raises(asyncio.CancelledError):
             await work
-        carry_on.set()
+        stalled.carry_on.set()
         await asyncio.sleep(0.1)
         images.close()
 
     asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
-    assert started == [0]  # the nine images still waiting were never decoded
+    assert stalled.started == [0]  # the nine images still waiting were never decoded
 
 
-def test_a_request_being_decoded_when_the_decoder_closes_gets_a_503(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_request_being_decoded_when_the_decoder_closes_gets_a_503(stalled: Stalled) -> None:
     """Shutting down under a request answers it; its images not yet started are not decoded."""
-    started: list[int] = []
-    first_started = threading.Event()
-    carry_on = threading.Event()
-
-    def slow(image: Image.Image, size: int) -> np.ndarray:
-        started.append(len(started))
-        first_started.set()
-        carry_on.wait(HANG_GUARD_S)
-        return np.zeros((size, size, 3), np.uint8)
-
-    monkeypatch.setattr(service.image_decoding, "decode_opened", slow)
     files = [(f"{i}.png", image_bytes("PNG", (10, 10), "L", i)) for i in range(5)]
 
     async def main() -> None:
         images = decoder(workers=1)
         work = asyncio.create_task(images.decode(files, 32))
-        await asyncio.to_thread(first_started.wait, HANG_GUARD_S)
+        await stalled.first_started()
         images.close()
         with pytest.raises(ServiceUnavailable) as info:
             await work
@@ -235,10 +234,10 @@ def test_a_request_being_decoded_when_the_decoder_closes_gets_a_503(
         assert "shutting down" in str(info.value.detail)
         with pytest.raises(ServiceUnavailable):  # and so does one that comes after
             await images.decode(files[:1], 32)
-        carry_on.set()
+        stalled.carry_on.set()
 
     asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
-    assert started == [0]
+    assert stalled.started == [0]
 
 
 def test_images_decoded_by_many_requests_at_once_each_reach_their_own_request() -> None:
