@@ -16,6 +16,7 @@ Selected with ``-m ray``; skipped, saying so, where Ray is not installed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
@@ -63,6 +64,8 @@ DEADLINE_S = 30.0
 # The load a replica is killed under: 32 rows at 1000 draws, tens of ms of work a request
 # for the replica and a few for the ingress, so that requests queue at the replicas.
 HEAVY_SAMPLES = 1000
+# Rounds of load and kill, at most, for one whose kill meets requests in flight.
+KILL_ROUNDS = 3
 # The ingress's log reaches the launcher's output through Ray's log forwarding, a moment late.
 LOG_DELAY_S = 15.0
 HEAVY_ROWS = 32
@@ -370,26 +373,31 @@ def test_a_replica_killed_mid_load_costs_no_request_and_comes_back(
 ) -> None:
     url = f"{deployed.url}/predict/{MODEL}"
     heavy = f"{url}?samples={HEAVY_SAMPLES}"  # each replica has a queue: the kill meets it
-    numbered, victim, at_kill = asyncio.run(_load_killing(heavy, _heavy(rows)))
-    outcomes = [o for _, o in numbered]
-    failed = [(o.status, o.answer) for o in outcomes if o.status != 200]
-    assert not failed, failed[:3]
-    assert all(_same(o.answer, expected[-1]) for o in outcomes)
-    # The kill met requests at the replica: the ingress ran them again on the other one
-    # (its log says so), or their clients retried a 503.
-    retried = sum(o.tries > 1 for o in outcomes)
-    deadline = time.monotonic() + LOG_DELAY_S
-    while not (rerun := deployed.logged("stopped while running request")) and (
-        not retried and time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
-    assert retried + rerun > 0, "the kill met no request in flight"
-    assert victim not in {o.replica for _, o in numbered[-CONCURRENCY:]}  # it answers no more
-
-    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-    while _replica_states().get("RUNNING", 0) < REPLICAS:
-        assert time.monotonic() < deadline, f"not recovered: {_replica_states()}"
-        time.sleep(0.5)
+    missed: list[str] = []
+    # A kill that happens to meet no request shows nothing of what is checked here (seen in
+    # some loaded full runs): such a round is run again, on the replica that came back.
+    for _ in range(KILL_ROUNDS):
+        numbered, victim, at_kill = asyncio.run(_load_killing(heavy, _heavy(rows)))
+        outcomes = [o for _, o in numbered]
+        failed = [(o.status, o.answer) for o in outcomes if o.status != 200]
+        assert not failed, failed[:3]
+        assert all(_same(o.answer, expected[-1]) for o in outcomes)
+        assert victim not in {o.replica for _, o in numbered[-CONCURRENCY:]}  # answers no more
+        # The kill met requests at the replica: the ingress ran them again on the other one
+        # (its log says so), or their clients retried a 503.
+        retried = sum(o.tries > 1 for o in outcomes)
+        deadline = time.monotonic() + LOG_DELAY_S
+        while not (rerun := deployed.logged("stopped while running request")) and (
+            not retried and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        _wait_until_recovered()
+        if retried + rerun:
+            break
+        by_replica = dict(collections.Counter(o.replica for o in outcomes))
+        missed.append(f"{victim} after {at_kill} answers (answers by replica: {by_replica})")
+    else:
+        raise AssertionError(f"no kill met a request in flight: {missed}")
     answered = asyncio.run(_concurrently(url, rows, 4 * len(rows)))
     replicas = {o.replica for o in answered}
     assert all(o.status == 200 for o in answered)
@@ -397,7 +405,15 @@ def test_a_replica_killed_mid_load_costs_no_request_and_comes_back(
     print(
         f"killed {victim} after {at_kill} answers; {len(outcomes)} answered, all 200: "
         f"{rerun} run again by the ingress, {retried} retried by their clients after a 503"
+        + (f"; kills that met no request first: {missed}" if missed else "")
     )
+
+
+def _wait_until_recovered() -> None:
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while _replica_states().get("RUNNING", 0) < REPLICAS:
+        assert time.monotonic() < deadline, f"not recovered: {_replica_states()}"
+        time.sleep(0.5)
 
 
 def test_sigterm_removes_the_deployment_and_every_ray_process(deployed: Deployed) -> None:
