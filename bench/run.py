@@ -62,8 +62,11 @@ METHOD = """\
   c=32 (ABBA, twice), the mean of each route's slices being what the v2 / `/predict` ratio
   compares; CIFAR: a multipart upload of real test-split JPEGs; its images/s count the answers
   after the first batch's over the time to the last one, since a closed loop of second-long
-  requests starts with an empty pipeline. CPU ms/req is the server process's user + system time
-  over completed requests: unlike req/s, another job on the core does not change it.
+  requests starts with an empty pipeline. With `--cifar-workers N` (what `bench/gpu.sh` passes
+  on a host of 8 cores or more), CIFAR also on a service of N worker processes serving only
+  that model, on every core but wrk's, timed once all N say they are ready. CPU ms/req is the
+  server's user + system time (all its processes) over completed requests: unlike req/s,
+  another job on the core does not change it.
 - **Fixed arrival rate**: wrk's `delay()` hook (`bench/wrk_post.lua`) schedules request n
   at n/rate s and the next free connection of a pool sends it. Caveat: it is open loop only
   while a connection is free; a request that found the whole pool busy went out late, wrk
