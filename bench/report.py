@@ -329,7 +329,8 @@ def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> lis
         steady = p.get("steady_throughput")
         images = (steady if steady is not None else p["throughput"]) * per_request
         shown = f"req/s; {images:,.1f} images/s" + (" once answers flow" if steady else "")
-        variant = "" if p["server"] == "service" else f", {p['server']}"
+        server = "" if p["server"] == "service" else p["server"]  # "4 workers", say
+        variant, with_variant = (f", {server}", f" with {server}") if server else ("", "")
         rows.append(
             Row(
                 f"HTTP cifar S={http['cifar_samples']}, {per_request} JPEGs/request, "
@@ -342,8 +343,7 @@ def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> lis
             ratio = images / inproc["vectorised_per_s"]
             rows.append(
                 Row(
-                    f"HTTP cifar images/s{variant.replace(',', ' with', 1)} / in-process "
-                    "batched predictor's",
+                    f"HTTP cifar images/s{with_variant} / in-process batched predictor's",
                     f"{images:,.1f} / {inproc['vectorised_per_s']:,.1f} = {ratio:.2f}",
                     f"≥ {CIFAR_RATIO_TARGET:g}",
                     verdict(ratio >= CIFAR_RATIO_TARGET),

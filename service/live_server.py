@@ -39,9 +39,8 @@ class ServerStartError(RuntimeError):
 
 def free_port(host: str = HOST) -> int:
     """A port nothing listens on now (the OS picks it; another process could take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    (port,) = free_ports(1, host)
+    return port
 
 
 def free_ports(count: int, host: str = HOST, *, besides: Collection[int] = ()) -> list[int]:
