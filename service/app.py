@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,6 +22,7 @@ from starlette.routing import BaseRoute
 from service.access_log import AccessLogMiddleware
 from service.backend import BackendFactory
 from service.body_limit import BodySizeLimitMiddleware
+from service.collector import serving_collector
 from service.disconnect import client_disconnected
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -45,17 +45,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Verify and load before accepting traffic: a bad checkpoint stops start-up here.
         registry.open()
-        # Everything loaded so far (modules, models) lives as long as the process: keep it out
-        # of the collector's full passes, which otherwise stall the loop for tens of ms.
-        gc.freeze()
-        warm_up = asyncio.create_task(registry.warm_up(), name="warm-up")
-        yield
-        if not warm_up.done():
-            warm_up.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await warm_up
-        await registry.close()
-        metrics.close()
+        # Everything loaded so far (modules, models) lives as long as the process, and requests
+        # make no reference cycles: the collector is set to walk neither (service.collector).
+        with serving_collector():
+            warm_up = asyncio.create_task(registry.warm_up(), name="warm-up")
+            yield
+            if not warm_up.done():
+                warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm_up
+            await registry.close()
+            metrics.close()
 
     app = FastAPI(
         title="Bayesian uncertainty service",

@@ -203,7 +203,10 @@ class ModelReplica:
         self.failure = self.registry.failures.get(name)
         if self.served is None and not self.registry.is_optional(name):
             raise RuntimeError(f"model {name} failed: {self.failure}")
-        gc.freeze()  # as the app does: what is loaded now lives as long as the replica
+        # As the app does: what is loaded now lives as long as the replica. The young
+        # collections keep CPython's threshold here (service.collector): the cycles Ray's
+        # own request paths leave were not measured.
+        gc.freeze()
         logger.info("%s: replica %s is ready", name, self.replica)
 
     def info(self) -> ReplicaInfo:
