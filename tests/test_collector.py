@@ -176,12 +176,13 @@ def describe(garbage: list[Any]) -> str:
 @pytest.fixture(scope="module")
 def served(checkpoint_dir: Path) -> Iterator[tuple[asyncio.Runner, FastAPI]]:
     with asyncio.Runner() as runner:
-        app_context = started(checkpoint_dir)
-        app = runner.run(asyncio.wait_for(app_context.__aenter__(), HANG_GUARD_S))
+        stack = contextlib.AsyncExitStack()
+        start = stack.enter_async_context(started(checkpoint_dir))
+        app = runner.run(asyncio.wait_for(start, HANG_GUARD_S))
         try:
             yield runner, app
         finally:
-            runner.run(app_context.__aexit__(None, None, None))
+            runner.run(stack.aclose())
 
 
 @pytest.mark.parametrize(("method", "path", "query", "kind", "body", "status"), REQUESTS)
