@@ -15,7 +15,9 @@ few hundred connections trickling headers a byte a second, or bodies shorter tha
   h11's, ``--h11-max-incomplete-event-size``, 16 KiB by default), whatever the segmenting;
 - every connection closed on an answer is closed gracefully: the answer, then end-of-stream,
   then what the client still sends is read and dropped for a moment (a lingering close), so
-  that the client reads the answer instead of a reset.
+  that the client reads the answer instead of a reset;
+- each request's scope carries a :class:`~service.disconnect.DisconnectNotice` that tells the
+  app when its client goes, so that no task per request has to wait for it.
 
 Between requests, uvicorn's own keep-alive timeout applies. The limits come from
 :class:`~service.settings.Settings`, read once per process, as the app reads its own.
@@ -28,18 +30,21 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 from uvicorn.server import ServerState
 
+from service.disconnect import DISCONNECT_EXTENSION
 from service.settings import Settings
 
-__all__ = ["HTTP_PROTOCOL", "ClientDeadlines", "GuardedH11Protocol"]
+__all__ = ["HTTP_PROTOCOL", "ClientDeadlines", "ClientGone", "GuardedH11Protocol"]
 
 # What uvicorn's ``--http`` takes to serve with this protocol.
 HTTP_PROTOCOL: Final = "service.connection_guard:GuardedH11Protocol"
@@ -99,6 +104,7 @@ class GuardedH11Protocol(H11Protocol):
         self._done = False  # answered, given up on or handed over: no more HTTP here
         self._linger_until = 0.0
         self._linger: asyncio.TimerHandle | None = None
+        self._client_gone: ClientGone | None = None  # the current request's notice
 
     # asyncio.Protocol
 
@@ -114,6 +120,7 @@ class GuardedH11Protocol(H11Protocol):
             self._linger.cancel()
             self._linger = None
         super().connection_lost(exc)
+        self._tell_app_if_gone()
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -133,6 +140,8 @@ class GuardedH11Protocol(H11Protocol):
         # what arrived; a new cycle means a new request, whose body so far is all of it.
         if self.cycle is not cycle:
             self._body_received = len(self.cycle.body)
+            self._client_gone = ClientGone(self.flow)
+            self.cycle.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = self._client_gone
         elif cycle is not None:
             self._body_received += len(cycle.body) - buffered
         self._update_deadlines()
@@ -315,6 +324,12 @@ class GuardedH11Protocol(H11Protocol):
             # The app's next receive() says the client is gone, and its answer goes nowhere.
             cycle.disconnected = True
             cycle.message_event.set()
+            self._tell_app_if_gone()
+
+    def _tell_app_if_gone(self) -> None:
+        """The current request's notice, if its client is gone before its answer was sent."""
+        if self._client_gone is not None and self.cycle is not None and self.cycle.disconnected:
+            self._client_gone.fire()
 
     def _linger_on(self) -> None:
         """(Re)schedule the end of a lingering close: quiet for a while, or time is up."""
@@ -326,6 +341,32 @@ class GuardedH11Protocol(H11Protocol):
     def _log(self, message: str, *args: object) -> None:
         client = "%s:%d" % self.client if self.client else "a client"  # noqa: UP031
         logger.info("%s: " + message, client, *args)
+
+
+class ClientGone:
+    """One request's :class:`~service.disconnect.DisconnectNotice`: calls the app's callback
+    once the connection is lost or given up on before the request was answered."""
+
+    __slots__ = ("_callback", "_flow", "gone")
+
+    def __init__(self, flow: FlowControl) -> None:
+        self._flow = flow
+        self._callback: Callable[[], None] | None = None
+        self.gone = False
+
+    def watch(self, callback: Callable[[], None] | None) -> bool:
+        self._callback = callback
+        if callback is not None:
+            # As uvicorn's receive() does before it waits: a connection whose reading was
+            # paused (a pipelined request behind this one) would not show its end.
+            self._flow.resume_reading()
+        return self.gone
+
+    def fire(self) -> None:
+        self.gone = True
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
 
 
 def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:

@@ -371,6 +371,60 @@ def test_pipelined_requests_are_all_answered(server: LiveServer) -> None:
         assert [c.response().status for _ in range(3)] == [200, 200, 200]
 
 
+# ---------------------------------------------------------------------------------------------
+# A client that leaves.
+
+# The most rows and draws a wine request may ask for: a pass of about a second here, long enough
+# for another request to queue behind it and for its client to leave.
+LONG_PASS_ROWS = 1024
+LONG_PASS_SAMPLES = 1000
+
+
+def metric(server: LiveServer, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    text = httpx.get(f"{server.url}/metrics", timeout=IO_BOUND_S).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_a_client_that_leaves_while_its_request_waits_costs_no_model_pass(
+    server: LiveServer,
+) -> None:
+    """The connection tells the app (``service.disconnect.DisconnectNotice``): the request is
+    dropped from the queue, counted as the client's 499, and never run."""
+    wine = {"route": "/predict/wine"}
+    gone_before = metric(server, "bayes_http_requests_total", status="499", **wine)
+    passes_before = metric(server, "bayes_batch_requests_count", model="wine-bnn")
+    long_body = json.dumps({"instances": [ROW] * LONG_PASS_ROWS}).encode()
+    long_request = request(
+        "POST",
+        f"/predict/wine?samples={LONG_PASS_SAMPLES}",
+        long_body,
+        Content_Type="application/json",
+        Content_Length=str(len(long_body)),
+    )
+    with client(server) as long, client(server) as leaving:
+        long.send(long_request)
+        # A full batch of its own: the short request waits in the queue for the next one.
+        leaving.send(wine_request())
+        deadline = time.monotonic() + IO_BOUND_S
+        while metric(server, "bayes_queue_depth", model="wine-bnn") < 1:
+            assert time.monotonic() < deadline, "the short request was never queued"
+        leaving.sock.close()
+        assert long.response().status == 200
+    deadline = time.monotonic() + IO_BOUND_S
+    while metric(server, "bayes_http_requests_total", status="499", **wine) == gone_before:
+        assert time.monotonic() < deadline, "the request whose client left was not counted 499"
+        time.sleep(0.01)
+    assert metric(server, "bayes_queue_depth", model="wine-bnn") == 0
+    # One pass ran, the long request's alone: the queued one was dropped before its turn.
+    assert metric(server, "bayes_batch_requests_count", model="wine-bnn") == passes_before + 1
+
+
 def test_no_request_of_this_file_was_counted_as_a_server_error(server: LiveServer) -> None:
     # Last in the file: the app saw the given-up bodies as clients gone (499), not crashes
     # (a 503 from /readyz while the models warmed up is no error).
