@@ -18,6 +18,7 @@ from training.datasets.cifar import CIFAR10_CLASSES
 from training.datasets.location import resolve_data_dir
 
 BOUNDARY = "bench-boundary-7d1f0c2a9e"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,21 @@ def cifar_files(count: int, data_dir: Path | None = None) -> list[Path]:
 
 def cifar_body(folder: Path, files: list[Path]) -> Body:
     """multipart/form-data with one ``files`` part per image."""
+    path = folder / "cifar.multipart"
+    path.write_bytes(
+        multipart([(f"{file.parent.name}-{file.name}", file.read_bytes()) for file in files])
+    )
+    return Body(path, MULTIPART, len(files))
+
+
+def multipart(files: list[tuple[str, bytes]]) -> bytes:
+    """A :data:`MULTIPART` body with one ``files`` part per ``(filename, data)``."""
     parts = []
-    for file in files:
-        name = f"{file.parent.name}-{file.name}"
+    for name, data in files:
         head = (
             f"--{BOUNDARY}\r\n"
             f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n'
             "Content-Type: image/jpeg\r\n\r\n"
         )
-        parts.append(head.encode() + file.read_bytes() + b"\r\n")
-    path = folder / "cifar.multipart"
-    path.write_bytes(b"".join(parts) + f"--{BOUNDARY}--\r\n".encode())
-    return Body(path, f"multipart/form-data; boundary={BOUNDARY}", len(files))
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()

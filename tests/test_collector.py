@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import io
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -21,20 +20,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi import FastAPI
-from PIL import Image
 
+from bench.bodies import MULTIPART, multipart
 from service.app import create_app
 from service.collector import YOUNG_THRESHOLD, serving_collector
 from service.settings import Settings
 from service.tasks.tabular_regression import INPUT_TENSOR
+from tests.test_api import image_file
 
 # Only there so that a broken service fails the test instead of hanging it.
 HANG_GUARD_S = 30.0
 ROW = [7.0, 0.27, 0.36, 20.7, 0.045, 45.0, 170.0, 1.001, 3.0, 0.45, 8.8]
-BOUNDARY = "collector-test-boundary"
 # Each path this many times: a cycle per request would leave hundreds of objects.
 REPEATS = 50
 
@@ -48,26 +46,8 @@ def test_the_block_freezes_raises_the_young_threshold_and_gives_both_back() -> N
     assert gc.get_freeze_count() == 0
 
 
-def multipart(parts: list[tuple[str, bytes]]) -> bytes:
-    chunks = []
-    for name, data in parts:
-        head = (
-            f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=files; filename={name}\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n"
-        )
-        chunks.append(head.encode() + data + b"\r\n")
-    return b"".join(chunks) + f"--{BOUNDARY}--\r\n".encode()
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 JSON = "application/json"
-FORM = f"multipart/form-data; boundary={BOUNDARY}"
+PNGS = [(f"{seed}.png", image_file("PNG", seed=seed)) for seed in range(2)]
 # (method, path, query, content type, body, status): answers and refusals of every kind.
 REQUESTS: list[tuple[str, str, str, str, bytes, int]] = [
     ("POST", "/predict/wine", "", JSON, json.dumps({"instances": [ROW, ROW]}).encode(), 200),
@@ -86,8 +66,8 @@ REQUESTS: list[tuple[str, str, str, str, bytes, int]] = [
         ).encode(),
         200,
     ),
-    ("POST", "/predict/cifar", "", FORM, multipart([("a.png", png(0)), ("b.png", png(1))]), 200),
-    ("POST", "/predict/cifar", "", FORM, multipart([("a.png", b"not an image")]), 415),
+    ("POST", "/predict/cifar", "", MULTIPART, multipart(PNGS), 200),
+    ("POST", "/predict/cifar", "", MULTIPART, multipart([("a.png", b"not an image")]), 415),
     ("GET", "/models", "", JSON, b"", 200),
     ("GET", "/nowhere", "", JSON, b"", 404),
 ]
