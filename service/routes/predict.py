@@ -18,6 +18,7 @@ from service.errors import InputError
 from service.json_response import NumpyJSONResponse
 from service.predictor import Job
 from service.routes.dependencies import answer, registry_of
+from service.routes.direct import DirectRoute
 from service.routes.parameters import DEFAULT_LEVEL, LEVEL_QUERY, SAMPLES_QUERY, check_level
 from service.routes.responses import ERROR_RESPONSES
 from service.schemas import (
@@ -37,7 +38,7 @@ from service.tasks.tabular_regression import (
     TabularRegression,
 )
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 
 def _body(*tasks: str) -> dict[str, object]:

@@ -45,6 +45,7 @@ from service.protocol.tensors import (
 )
 from service.registry import WARMING_UP_RETRY_S, ServedModel
 from service.routes.dependencies import answer, registry_of
+from service.routes.direct import DirectRoute
 from service.routes.parameters import DEFAULT_LEVEL, check_level
 from service.schemas import inline_schema
 
@@ -59,7 +60,7 @@ _AS_BAD_REQUEST: Final = frozenset({415, 422})
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-class ProtocolRoute(APIRoute):
+class ProtocolRoute(DirectRoute):
     """A route that answers its errors as the protocol says: ``{"error": "..."}``.
 
     A route class rather than exception handlers, because those would be the whole app's: the
@@ -331,13 +332,20 @@ def _with_version(endpoint: Callable[..., Any], versioned: bool) -> Callable[...
             return await endpoint(request, name, version)
 
         at_version.__name__ = f"{endpoint.__name__}_version"
-        return at_version
+        return _returning_as(endpoint, at_version)
 
     async def at_name(request: Request, name: NAME) -> Any:
         return await endpoint(request, name)
 
     at_name.__name__ = endpoint.__name__
-    return at_name
+    return _returning_as(endpoint, at_name)
+
+
+def _returning_as(endpoint: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``wrapper`` annotated with ``endpoint``'s return: an endpoint that returns a Response
+    is then called directly (:class:`~service.routes.direct.DirectRoute`)."""
+    wrapper.__annotations__["return"] = endpoint.__annotations__.get("return", Any)
+    return wrapper
 
 
 _add_model_routes()
