@@ -22,8 +22,9 @@ class _BodyTooLarge(Exception):
 class BodySizeLimitMiddleware:
     """Answer 413 to a body over ``max_body_bytes`` before the app buffers all of it.
 
-    A declared ``Content-Length`` over the limit is refused without reading a byte; a chunked
-    body is counted as it is read and cut off once it passes the limit. Pure ASGI rather than
+    A declared ``Content-Length`` over the limit is refused without reading a byte, one within
+    it passes untouched; a chunked body is counted as it is read and cut off once it passes
+    the limit. Pure ASGI rather than
     ``BaseHTTPMiddleware`` so that the body streams through untouched.
     """
 
@@ -38,9 +39,16 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            detail = f"request body is {declared} bytes; the limit is {self.max_body_bytes} bytes"
-            await _reject(scope, detail)(scope, receive, send)
+        if declared is not None:
+            if declared > self.max_body_bytes:
+                detail = (
+                    f"request body is {declared} bytes; the limit is {self.max_body_bytes} bytes"
+                )
+                await _reject(scope, detail)(scope, receive, send)
+            else:
+                # The server frames the body by its declared length (HTTP/1.1 and 2 both
+                # require it): no more can arrive, and nothing need be counted.
+                await self.app(scope, receive, send)
             return
 
         received = 0
