@@ -4,8 +4,12 @@ It takes the same query parameters and decodes the body with the service's own d
 the model ``/predict/wine`` serves (its task kind's: content type, JSON, one row per instance,
 validated against that model's features and instance limit), then answers a canned body of
 the same shape and size as the service's (one prediction per instance), with the service's
-JSON encoder. Service over bare is thus the cost of the model, the batcher and the service's
-middleware, not of HTTP or JSON.
+JSON encoder. It is a plain FastAPI endpoint, as the issue that set the targets defines it:
+its query goes through FastAPI's handler, which the service's predict routes skip when their
+parameters are valid (:mod:`service.routes.direct`). Service over bare is thus the cost of the
+model, the batcher and the service's middleware, less what the direct route saves, not of HTTP
+or JSON (``bench/RESULTS.md`` has the figures against a bare endpoint with the direct route
+too).
 
 Run it: ``uvicorn --factory bench.bare_app:create_app`` (``MODEL_REPOSITORY`` as for the
 service).
