@@ -24,8 +24,8 @@ class BodySizeLimitMiddleware:
 
     A declared ``Content-Length`` over the limit is refused without reading a byte, one within
     it passes untouched; a chunked body is counted as it is read and cut off once it passes
-    the limit. Pure ASGI rather than
-    ``BaseHTTPMiddleware`` so that the body streams through untouched.
+    the limit. Pure ASGI rather than ``BaseHTTPMiddleware`` so that the body streams through
+    untouched.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
