@@ -135,6 +135,21 @@ def test_path_parameters_read_as_fastapi_reads_them(
     assert solved == [] and got.status_code == 200
 
 
+def test_a_scope_without_a_query_string_reads_as_an_empty_query() -> None:
+    """ASGI lets a server leave ``query_string`` out; Starlette reads that as no query."""
+    route = DirectRoute(ECHO, echo, methods=["POST"])
+    parameters = plain_parameters(route.dependant)
+    assert parameters is not None
+    request = Request({"type": "http", "path_params": {"name": "x"}, "headers": []})
+    assert parameters.read(request) == {
+        "name": "x",
+        "model": "bnn",
+        "samples": None,
+        "level": DEFAULT_LEVEL,
+        "density": None,
+    }
+
+
 def test_a_traced_request_goes_through_fastapi(
     clients: tuple[TestClient, TestClient], solved: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,7 +92,7 @@ class PlainParameters:
         where FastAPI would answer an error: a parameter missing or invalid."""
         values: dict[str, Any] = {}
         if self.query:
-            raw = request.scope["query_string"]
+            raw = request.scope.get("query_string", b"")
             # As Starlette's QueryParams parses it; a repeated key keeps its last value.
             given = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
             if not _validate(self.query, given, values):
