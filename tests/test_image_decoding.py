@@ -117,6 +117,23 @@ def test_each_image_header_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(opened) == len(files)
 
 
+def test_a_decoded_image_gives_back_its_full_size_pixels_at_once() -> None:
+    """A request holds its opened images until the last is decoded; each must let go of its
+    pixels at full size as soon as it is resized. Kept, 256 concurrent uploads of seven
+    1000×1000 JPEGs (``make chaos``'s body flood) peaked at 2.6 GB of RSS against 1.0."""
+    files = [(f"{i}.jpg", image_bytes("JPEG", (300, 200), "RGB", (i, 0, 0))) for i in range(3)]
+    images = decoder(max_image_pixels=100_000)
+    count = images.pixel_count()
+    opened = [count.add(label, data) for label, data in files]
+    try:
+        asyncio.run(asyncio.wait_for(images.decode(files, 8, opened), HANG_GUARD_S))
+    finally:
+        images.close()
+    for image in opened:
+        with pytest.raises(ValueError, match="closed image"):
+            image.getpixel((0, 0))  # the decoded core is gone, not merely the file
+
+
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header_with_our_limit() -> None:
     big = image_bytes("PNG", (200, 100), "L", 0)
     with pytest.raises(InputError) as info:
