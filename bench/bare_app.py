@@ -8,11 +8,11 @@ JSON encoder. It is a plain FastAPI endpoint, as the issue that set the targets 
 its query goes through FastAPI's handler, which the service's predict routes skip when their
 parameters are valid (:mod:`service.routes.direct`). Service over bare is thus the cost of the
 model, the batcher and the service's middleware, less what the direct route saves, not of HTTP
-or JSON (``bench/RESULTS.md`` has the figures against a bare endpoint with the direct route
-too).
+or JSON (``make bench`` also compares the service with this endpoint behind the direct
+route).
 
 Run it: ``uvicorn --factory bench.bare_app:create_app`` (``MODEL_REPOSITORY`` as for the
-service).
+service); ``create_direct_app`` is the same endpoint behind the service's direct route.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 
 from bench.checkpoints import WINE_MODEL
 from models.checkpoint import load_checkpoint, verify_checkpoint
@@ -29,6 +30,7 @@ from service.errors import ModelNotFound
 from service.image_decoding import ImageDecoder
 from service.json_response import NumpyJSONResponse
 from service.repository import CHECKPOINT_SUFFIX
+from service.routes.direct import DirectRoute
 from service.routes.parameters import LEVEL_QUERY, SAMPLES_QUERY, check_level
 from service.schemas import WINE_DEFAULT, WINE_FAMILY, family_model
 from service.settings import Settings
@@ -58,9 +60,11 @@ def canned_answer(
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, route_class: type[APIRoute] = APIRoute
+) -> FastAPI:
     """The bare endpoint for ``settings``' repository (default: the environment's, as the
-    service reads it)."""
+    service reads it), served by ``route_class``."""
     settings = settings or Settings()
     checkpoint = settings.model_repository / f"{WINE_MODEL}{CHECKPOINT_SUFFIX}"
     network = load_checkpoint(checkpoint)
@@ -83,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The service's errors are HTTPExceptions: FastAPI's own handlers answer them, as there.
     app = FastAPI(title="bare wine endpoint (benchmark ceiling)")
 
-    @app.post("/predict/wine")
     async def predict_wine(
         request: Request,
         model: str = WINE_DEFAULT,
@@ -100,11 +103,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return NumpyJSONResponse(answer)
 
+    app.router.add_api_route(
+        "/predict/wine", predict_wine, methods=["POST"], route_class_override=route_class
+    )
+
     @app.get("/readyz")
     async def readyz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+def create_direct_app(settings: Settings | None = None) -> FastAPI:
+    """The bare endpoint called as the service calls its predict routes
+    (:class:`~service.routes.direct.DirectRoute`): what the same work costs without FastAPI's
+    per-request preparation of the endpoint, which the plain one keeps."""
+    return create_app(settings, route_class=DirectRoute)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,15 @@
 """HTTP level: the service against a bare FastAPI endpoint under the same wrk load.
 
-Three servers (five on CUDA), each one uvicorn worker on the same core, over the HTTP layer
+Four servers (six on CUDA), each one uvicorn worker on the same core, over the HTTP layer
 the service is deployed with (:mod:`bench.server`), and one of several workers on request:
 
 * ``service``: the real service with every model of the repository (batching on, the
   defaults);
 * ``bare``: ``bench.bare_app``, which decodes the body as the service does and answers a
-  canned body, the ceiling of HTTP + JSON here;
+  canned body, the ceiling of HTTP + JSON here, as a plain FastAPI endpoint;
+* ``bare direct``: the same endpoint behind the service's direct route
+  (:class:`~service.routes.direct.DirectRoute`), without FastAPI's per-request preparation,
+  which the service's predict routes skip too;
 * ``unbatched``: the service with ``WINE_BNN__MAX_BATCH_SIZE=1`` (for the wine model it
   times), batching off;
 * off the CPU (``--device cuda``), two more, for the wine model: ``graphs off``
@@ -29,6 +32,9 @@ to each model at its largest ``samples`` (draws are made when first asked for).
 The targets compare the service with the bare endpoint at the concurrencies of
 :data:`PAIRED_CONCURRENCY`; both are up at once for that, and are timed in alternating slices
 (ABBA, twice; route ``wine-vs-bare``) so that a drift of this shared machine falls on both.
+The service is compared with ``bare direct`` the same way at concurrency 32 (route
+``wine-vs-bare-direct``; no target): what the model, the batcher and the middleware cost
+beside the same HTTP and JSON work.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ CIFAR_PATH = "/predict/cifar?samples={samples}"  # its default model, CIFAR_MODE
 V2_PATH = f"/v2/models/{WINE_MODEL}/infer"  # samples in the body's parameters
 V2_CONNECTIONS = 32  # the concurrency of the v2 / /predict/wine comparison
 PAIRED_CONCURRENCY = (1, 32)  # where the service's targets are set against the bare endpoint
+BARE_DIRECT = "bare direct"  # the bare endpoint behind the direct route, compared at c=32
 # The wine model's own settings, as per-model variables: WINE_BNN__MAX_BATCH_SIZE...
 _WINE_SETTING = f"{settings_key(WINE_MODEL).upper()}__{{}}"
 UNBATCHED = _WINE_SETTING.format("MAX_BATCH_SIZE")
@@ -68,7 +75,8 @@ DEVICE_VARIANTS: dict[str, dict[str, str]] = {
 class Point:
     server: str  # service, bare, unbatched, or a DEVICE_VARIANTS name
     # wine; v2 (wine as an Open Inference Protocol request) or wine-vs-v2 beside it; wine-vs-bare
-    # (service's and bare's slices, alternating); or cifar
+    # (service's and bare's slices, alternating) or wine-vs-bare-direct (the service's and bare
+    # direct's); or cifar
     route: str
     result: load.LoadResult
     cpu_ms_per_request: float  # the server's CPU time (all threads) per completed request
@@ -232,20 +240,21 @@ class Driver:
     def paired_points(
         self,
         servers: dict[str, server.Server],
+        route: str,
         path: str,
         body: bodies.Body,
         concurrency: tuple[int, ...],
         duration_s: float,
     ) -> None:
-        """``/predict/wine`` on the service and on the bare endpoint, both up, in alternating
-        slices at each of ``concurrency``: route ``wine-vs-bare``."""
+        """``/predict/wine`` on two servers (``servers``, A then B), both up, in alternating
+        slices at each of ``concurrency``: points of ``route``."""
+        names = list(servers)
         for c in concurrency:
             for which in ABBA:
-                name = ("service", "bare")[which]
                 self.run(
-                    servers[name],
-                    name,
-                    "wine-vs-bare",
+                    servers[names[which]],
+                    names[which],
+                    route,
                     path,
                     body,
                     connections=c,
@@ -357,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         with (
             server.running(server.SERVICE_APP, env=env, **run) as svc,
             server.running(server.BARE_APP, env=env, **run) as bare,
+            server.running(server.BARE_DIRECT_APP, env=env, **run) as direct,
         ):
             ready = memory.read(svc.pid)
             rate = args.rate
@@ -392,8 +402,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             after = memory.read(svc.pid)
             driver.wine_points(bare, "bare", wine_path, wine, args, rate)
             paired = {"service": svc, "bare": bare}
-            driver.paired_points(paired, wine_path, wine, PAIRED_CONCURRENCY, args.duration)
-            servers |= {name: _describe(srv) for name, srv in paired.items()}
+            driver.paired_points(
+                paired, "wine-vs-bare", wine_path, wine, PAIRED_CONCURRENCY, args.duration
+            )
+            beside_direct = {"service": svc, BARE_DIRECT: direct}
+            driver.paired_points(
+                beside_direct, "wine-vs-bare-direct", wine_path, wine, (32,), args.duration
+            )
+            servers |= {name: _describe(srv) for name, srv in (paired | beside_direct).items()}
             ask_every_draw(svc.url, cifar)
             every_draw = memory.read(svc.pid)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.checkpoints import CIFAR_MODEL, WINE_MODEL
+from bench.http_level import BARE_DIRECT
 from bench.memory import TARGET_BYTES
 from models.ensemble import ENSEMBLE_SUFFIX
 from models.task import IMAGE_CLASSIFICATION, TABULAR_REGRESSION
@@ -168,11 +169,13 @@ class Compared:
         return f" ({self.slices} alternating slices each)" if self.slices > 1 else ""
 
 
-def _compared(http: dict[str, Any], c: int) -> Compared | None:
-    paired = [p for p in http["points"] if p["route"] == "wine-vs-bare" and p["connections"] == c]
-    by_server = [[p for p in paired if p["server"] == name] for name in ("service", "bare")]
+def _compared(
+    http: dict[str, Any], c: int, bare: str = "bare", route: str = "wine-vs-bare"
+) -> Compared | None:
+    paired = [p for p in http["points"] if p["route"] == route and p["connections"] == c]
+    by_server = [[p for p in paired if p["server"] == name] for name in ("service", bare)]
     if not all(by_server):
-        by_server = [[p] for name in ("service", "bare") if (p := _point(http, name, "wine", c))]
+        by_server = [[p] for name in ("service", bare) if (p := _point(http, name, "wine", c))]
         if len(by_server) < 2:
             return None
     service, bare = by_server
@@ -211,6 +214,17 @@ def http_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[
                     f"≥ {HTTP_RATIO_TARGET:g}" if targeted else "",
                     verdict(ratio >= HTTP_RATIO_TARGET) if targeted else "",
                     source,
+                )
+            )
+        direct = _compared(http, c, BARE_DIRECT, "wine-vs-bare-direct")
+        if direct is not None:
+            rows.append(
+                Row(
+                    f"HTTP wine S={s} c={c}: service / bare behind the direct route "
+                    f"req/s{direct.how}",
+                    f"{direct.service_per_s:,.0f} / {direct.bare_per_s:,.0f} = "
+                    f"{direct.service_per_s / direct.bare_per_s:.2f}",
+                    source=source,
                 )
             )
         if service and off:

@@ -50,12 +50,16 @@ METHOD = """\
   deployed with (uvicorn's h11 behind `service.connection_guard`, as `make serve` and the image
   start it): the service (every model of the repository), `bench.bare_app` (same query
   parameters, the service's own decoder for the wine model, canned answer of the service's
-  shape through the service's JSON encoder) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`.
+  shape through the service's JSON encoder; a plain FastAPI endpoint), the same endpoint behind
+  the service's direct route (`create_direct_app`: without FastAPI's per-request preparation,
+  which the service's predict routes skip) and the service with `WINE_BNN__MAX_BATCH_SIZE=1`.
   wrk (one thread) drives each, closed loop at each concurrency and at a fixed arrival rate.
   The service and the bare endpoint are up together, and the targets against bare (c=1 p50,
   c=32 req/s) compare slices that alternate between them (ABBA, twice: the mean req/s and the
   median p50 of each one's slices), so that the drift of this shared machine, which moved the
-  bare endpoint's c=1 p50 from 0.19 to 0.37 ms between two runs of one day, falls on both.
+  bare endpoint's c=1 p50 from 0.19 to 0.37 ms between two runs of one day, falls on both. The
+  service against the bare endpoint behind the direct route is timed the same way at c=32
+  (no target): the cost of the model, the batcher and the middleware alone.
   Body: one wine instance (the example `GET /models` shows); the service also gets that row as
   an Open Inference Protocol request (`POST /v2/models/wine-bnn/infer`, an FP32 [1, 11] JSON
   tensor, `samples` in its parameters) at c=32, in slices alternating with `/predict/wine` at

@@ -23,6 +23,7 @@ from service.live_server import LiveServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_APP = "service.app:create_app"
 BARE_APP = "bench.bare_app:create_app"
+BARE_DIRECT_APP = "bench.bare_app:create_direct_app"
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import torch
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from bench import bodies, decode_level, http_level, machine, report, server
 from bench.bare_app import create_app as create_bare_app
+from bench.bare_app import create_direct_app as create_direct_bare_app
 from bench.checkpoints import WINE_MODEL
-from bench.http_level import WINE_PATH
+from bench.http_level import BARE_DIRECT, WINE_PATH
 from bench.load import LoadToolError, parse_wrk
 from bench.model_level import (
     GRAPH_BATCHES,
@@ -98,8 +101,11 @@ def test_bare_answer_has_the_service_shape_and_size(
     assert abs(len(canned.content) - len(real.content)) <= 0.1 * len(real.content)
 
 
-def test_bare_app_refuses_what_the_service_refuses(settings: Settings) -> None:
-    with TestClient(create_bare_app(settings)) as bare:
+@pytest.mark.parametrize("factory", [create_bare_app, create_direct_bare_app])
+def test_bare_app_refuses_what_the_service_refuses(
+    settings: Settings, factory: Callable[[Settings], FastAPI]
+) -> None:
+    with TestClient(factory(settings)) as bare:
         answer = bare.post(WINE_URL, content=json.dumps({"instances": [[1.0]]}))
         assert answer.status_code == 415  # no content type
         answer = bare.post(
@@ -368,9 +374,15 @@ def test_tree_cpu_seconds_counts_the_worker_processes(tmp_path: Path) -> None:
 
 
 def test_the_targets_compare_the_alternating_slices_when_a_run_has_them() -> None:
-    def slices(server: str, c: int, throughputs: list[float], p50s: list[float]) -> list[Any]:
+    def slices(
+        server: str,
+        c: int,
+        throughputs: list[float],
+        p50s: list[float],
+        route: str = "wine-vs-bare",
+    ) -> list[Any]:
         return [
-            {**point(server, c, rate, p50), "route": "wine-vs-bare"}
+            {**point(server, c, rate, p50), "route": route}
             for rate, p50 in zip(throughputs, p50s, strict=True)
         ]
 
@@ -390,6 +402,9 @@ def test_the_targets_compare_the_alternating_slices_when_a_run_has_them() -> Non
             *slices("bare", 1, [2000, 2000], [0.4, 0.4]),
             *slices("service", 32, [700, 900], [10, 10]),
             *slices("bare", 32, [900, 1100], [8, 8]),
+            # Beside the bare endpoint behind the direct route: no target, 0.5.
+            *slices("service", 32, [600, 600], [11, 11], "wine-vs-bare-direct"),
+            *slices(BARE_DIRECT, 32, [1200, 1200], [6, 6], "wine-vs-bare-direct"),
         ],
         "memory": {
             "ready": {"peak_bytes": 900 * 2**20, "current_bytes": 800 * 2**20},
@@ -398,6 +413,15 @@ def test_the_targets_compare_the_alternating_slices_when_a_run_has_them() -> Non
     }
     rows = report.http_rows(http, {"figures": []}, "H")
     targeted = [(row.figure, row.measured, row.verdict) for row in rows if row.target]
+    beside_direct = [row for row in rows if "direct route" in row.figure]
+    assert [(row.figure, row.measured, row.target) for row in beside_direct] == [
+        (
+            "HTTP wine S=100 c=32: service / bare behind the direct route req/s "
+            "(2 alternating slices each)",
+            "600 / 1,200 = 0.50",
+            "",
+        )
+    ]
     assert targeted[:2] == [
         (
             "HTTP wine S=100 c=1: service p50 vs bare p50 + 1.5 ms (2 alternating slices each)",
