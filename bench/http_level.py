@@ -73,7 +73,7 @@ DEVICE_VARIANTS: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class Point:
-    server: str  # service, bare, unbatched, or a DEVICE_VARIANTS name
+    server: str  # service, bare, BARE_DIRECT, unbatched, or a DEVICE_VARIANTS name
     # wine; v2 (wine as an Open Inference Protocol request) or wine-vs-v2 beside it; wine-vs-bare
     # (service's and bare's slices, alternating) or wine-vs-bare-direct (the service's and bare
     # direct's); or cifar
