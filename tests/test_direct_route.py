@@ -42,8 +42,13 @@ async def echo(
     density: DENSITY_QUERY = None,
 ) -> Response:
     """Each argument with its type: ``1`` and ``1.0`` must not pass for each other."""
-    arguments = {"name": name, "model": model, "samples": samples, "level": level}
-    arguments["density"] = density
+    arguments = {
+        "name": name,
+        "model": model,
+        "samples": samples,
+        "level": level,
+        "density": density,
+    }
     return JSONResponse(
         {key: [repr(value), type(value).__name__] for key, value in arguments.items()}
     )
