@@ -32,14 +32,7 @@ def placement() -> Placement:
     if len(cores) < 2 or not shutil.which("taskset"):
         return Placement([], [], len(cores), f"{len(cores)} core(s): server and load share them")
     server_cores = cores[:2] if len(cores) >= 4 else cores[:1]
-    server, load = ",".join(map(str, server_cores)), str(cores[len(server_cores)])
-    plural = "s" if len(server_cores) > 1 else ""
-    return Placement(
-        ["taskset", "-c", server],
-        ["taskset", "-c", load],
-        1,
-        f"server pinned to core{plural} {server}, load generator to core {load} (taskset)",
-    )
+    return _pinned(server_cores, cores[len(server_cores)])
 
 
 def wide_placement() -> Placement:
@@ -49,12 +42,19 @@ def wide_placement() -> Placement:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2 or not shutil.which("taskset"):
         return Placement([], [], 1, f"{len(cores)} core(s): server and load share them")
-    server, load = ",".join(map(str, cores[:-1])), str(cores[-1])
+    return _pinned(cores[:-1], cores[-1])
+
+
+def _pinned(server_cores: list[int], load_core: int) -> Placement:
+    """The server on ``server_cores`` and the load generator on ``load_core`` (taskset), one
+    torch thread in the server."""
+    server, load = ",".join(map(str, server_cores)), str(load_core)
+    plural = "s" if len(server_cores) > 1 else ""
     return Placement(
         ["taskset", "-c", server],
         ["taskset", "-c", load],
         1,
-        f"server pinned to cores {server}, load generator to core {load} (taskset)",
+        f"server pinned to core{plural} {server}, load generator to core {load} (taskset)",
     )
 
 
