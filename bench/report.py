@@ -21,7 +21,10 @@ MODEL_TARGET_SAMPLES = 20
 HTTP_RATIO_TARGET = 0.75  # service over bare req/s, wine c=32
 # Service p50 at c=1 <= bare p50 + this, by the device the models ran on (wine c=1).
 P50_OVER_BARE_MS = {"cpu": 1.5, "cuda": 2.0}
-CIFAR_RATIO_TARGET = 0.8  # HTTP over in-process images/s, S=32
+# HTTP over in-process images/s, S=32, by the device the models ran on: on the CPU the model
+# is the bottleneck (issue 4); a GPU predicts many times faster than one host decodes, which
+# issue 15 asks the HTTP side to keep up with at 0.6.
+CIFAR_RATIO_TARGET = {"cpu": 0.8, "cuda": 0.6}
 V2_RATIO_TARGET = 0.9  # v2 infer over /predict/wine req/s, the same row, c=32
 ENSEMBLE_RATIO_TARGET = 0.9  # an ensemble's vectorised rows/s over its single network's, equal S
 MiB = 2**20
@@ -62,6 +65,11 @@ def verdict(ok: bool) -> str:
 
 def _unit(task: str) -> str:
     return "images" if task == IMAGE_CLASSIFICATION else "rows"
+
+
+def _target_device(http: dict[str, Any]) -> str:
+    """Which device's targets a run is held to: ``cpu``, or ``cuda`` for any accelerator."""
+    return "cpu" if http.get("device", "cpu") == "cpu" else "cuda"
 
 
 def model_rows(model: dict[str, Any], source: str) -> list[Row]:
@@ -236,7 +244,7 @@ def http_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[
                 )
             )
         if c == 1 and compared is not None:
-            over = P50_OVER_BARE_MS["cpu" if http.get("device", "cpu") == "cpu" else "cuda"]
+            over = P50_OVER_BARE_MS[_target_device(http)]
             limit = compared.bare_p50_ms + over
             rows.append(
                 Row(
@@ -325,7 +333,8 @@ def _v2_rows(http: dict[str, Any], source: str) -> list[Row]:
 
 def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> list[Row]:
     """Each CIFAR point (the service; its ``N workers`` variant, if timed) and its images/s
-    against the in-process predictor's, the same target for both: either is how it is run."""
+    against the in-process predictor's, the same target for both (the device's): either is
+    how it is run."""
     points = [p for p in http["points"] if p["route"] == "cifar"]
     if not points:
         return []
@@ -338,6 +347,7 @@ def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> lis
         None,
     )
     per_request = http["cifar_images_per_request"]
+    target = CIFAR_RATIO_TARGET[_target_device(http)]
     rows = []
     for p in points:
         steady = p.get("steady_throughput")
@@ -359,8 +369,8 @@ def _cifar_rows(http: dict[str, Any], model: dict[str, Any], source: str) -> lis
                 Row(
                     f"HTTP cifar images/s{with_variant} / in-process batched predictor's",
                     f"{images:,.1f} / {inproc['vectorised_per_s']:,.1f} = {ratio:.2f}",
-                    f"≥ {CIFAR_RATIO_TARGET:g}",
-                    verdict(ratio >= CIFAR_RATIO_TARGET),
+                    f"≥ {target:g}",
+                    verdict(ratio >= target),
                     source,
                 )
             )
