@@ -26,7 +26,8 @@ LEVEL_QUERY = Annotated[
     float,
     Query(
         description="Level of the central intervals, 0 < level < 1",
-        json_schema_extra={"exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        # MAX_LEVEL, not 1: the levels above it are refused too (:func:`check_level`).
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_LEVEL},
     ),
 ]
 

@@ -38,6 +38,7 @@ from service.protocol.schemas import (
     ServerMetadataResponse,
 )
 from service.protocol.tensors import (
+    DATATYPES,
     HEADER_LENGTH,
     encode_infer_response,
     parse_infer_request,
@@ -271,6 +272,14 @@ def _message(detail: Any, *, located: bool = True) -> str:
     return "; ".join(parts)
 
 
+def _infer_request_schema() -> dict[str, Any]:
+    """:class:`InferenceRequest`'s schema with the protocol's datatypes listed: the envelope
+    check refuses any other with a message that names them, so pydantic takes any string."""
+    schema = inline_schema(InferenceRequest)
+    schema["properties"]["inputs"]["items"]["properties"]["datatype"]["enum"] = list(DATATYPES)
+    return schema
+
+
 # Each model route, at the model's name and at its name and version.
 _MODEL = "/models/{name}"
 _VERSIONED = "/models/{name}/versions/{version}"
@@ -278,7 +287,7 @@ _INFER_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {"schema": inline_schema(InferenceRequest)},
+            JSON: {"schema": _infer_request_schema()},
             BINARY: {
                 "schema": {
                     "type": "string",
