@@ -28,6 +28,7 @@ __all__ = [
     "CIFAR_DEFAULT",
     "CIFAR_FAMILY",
     "WINE_DEFAULT",
+    "WINE_EXAMPLE_ROW",
     "WINE_FAMILY",
     "B64Image",
     "ClassUncertainty",
@@ -56,6 +57,9 @@ WINE_FAMILY: Final = "wine"
 CIFAR_FAMILY: Final = "cifar"
 WINE_DEFAULT: Final = "bnn"
 CIFAR_DEFAULT: Final = "bcnn"
+# The example of /docs for the wine routes (``/predict/wine``, v2 ``infer``): the UCI file's
+# first white wine, its eleven features in the file's column order (API.md).
+WINE_EXAMPLE_ROW: Final = (7.0, 0.27, 0.36, 20.7, 0.045, 45.0, 170.0, 1.001, 3.0, 0.45, 8.8)
 
 
 def family_model(family: str, model: str) -> str:

@@ -579,6 +579,19 @@ def test_openapi_describes_both_predict_routes(api: Api) -> None:
         assert "get" in paths[route]
 
 
+def test_the_documents_wine_examples_are_answered_as_sent(api: Api) -> None:
+    """What /docs sends when asked to try the wine routes: a prediction, not a 422."""
+    paths = api.get("/openapi.json").json()["paths"]
+    wine = paths["/predict/wine"]["post"]["requestBody"]["content"]["application/json"]
+    response = api.wine(wine["example"])
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+    infer = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    response = api.post("/v2/models/wine-bnn/infer", json=infer["schema"]["examples"][0])
+    assert response.status_code == 200, response.text
+    assert [output["name"] for output in response.json()["outputs"]] == ["mean", "lower", "upper"]
+
+
 def test_docs_serve_the_interactive_openapi_page(api: Api) -> None:
     response = api.get("/docs")
     assert response.status_code == 200

@@ -3,10 +3,10 @@ OpenAPI document, valid and not, for every operation it lists.
 
 Each answer must be one the document promises (its status codes, content types and body
 schemas), never a 5xx (the server is idle and ready: not even the 503 and 504 of a loaded
-one), and data the document forbids must be refused. Not checked: that everything the document allows is accepted. A
-request body's schema is the same for every model of a task kind, so it cannot say how many
-features a row of this model has or which bytes decode as an image; the service refuses those
-with a 4xx that says why, which other tests check.
+one), and data the document forbids must be refused. Not checked: that everything the
+document allows is accepted. A request body's schema is the same for every model of a task
+kind, so it cannot say how many features a row of this model has or which bytes decode as an
+image; the service refuses those with a 4xx that says why, which other tests check.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from service.schemas import WINE_EXAMPLE_ROW
+
 __all__ = [
     "ErrorResponse",
     "InferenceRequest",
@@ -95,7 +97,7 @@ class InferenceRequest(_Body):
                             "name": "input",
                             "datatype": "FP32",
                             "shape": [1, 11],
-                            "data": [7.0, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8],
+                            "data": list(WINE_EXAMPLE_ROW),
                         }
                     ],
                     "outputs": [{"name": "mean"}, {"name": "lower"}, {"name": "upper"}],

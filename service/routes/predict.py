@@ -25,6 +25,7 @@ from service.schemas import (
     CIFAR_DEFAULT,
     CIFAR_FAMILY,
     WINE_DEFAULT,
+    WINE_EXAMPLE_ROW,
     WINE_FAMILY,
     ClassificationResponse,
     RegressionResponse,
@@ -32,6 +33,7 @@ from service.schemas import (
 )
 from service.tasks import TASKS, Task
 from service.tasks.tabular_regression import (
+    JSON,
     MAX_DENSITY_POINTS,
     MAX_DENSITY_ROWS,
     DensityJob,
@@ -41,11 +43,22 @@ from service.tasks.tabular_regression import (
 router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 
-def _body(*tasks: str) -> dict[str, object]:
-    content: dict[str, object] = {}
+def _body(*tasks: str) -> dict[str, Any]:
+    content: dict[str, Any] = {}
     for task in tasks:
         content |= TASKS[task].request_body
     return {"requestBody": {"required": True, "content": content}}
+
+
+def _wine_body() -> dict[str, Any]:
+    """The tabular body, with a wine for /docs to send: its generic schema would make up a
+    row of other features."""
+    body = _body(TABULAR_REGRESSION)
+    body["requestBody"]["content"][JSON] = {
+        **body["requestBody"]["content"][JSON],
+        "example": {"instances": [list(WINE_EXAMPLE_ROW)]},
+    }
+    return body
 
 
 DENSITY_QUERY = Annotated[
@@ -116,7 +129,7 @@ def _check_density(task: Task[Any, Any], name: str, density: int | None) -> None
     f"/predict/{WINE_FAMILY}",
     response_model=RegressionResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=_body(TABULAR_REGRESSION),
+    openapi_extra=_wine_body(),
     summary="Predict wine quality with an interval and the epistemic/aleatoric split",
 )
 async def predict_wine(
